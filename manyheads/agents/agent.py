@@ -1,0 +1,78 @@
+"""An agent is a spec (who it is, what it may see) plus a handle on the shared engine.
+
+Visibility is enforced here by construction: ``Agent.view`` builds the only conversation the agent
+is ever shown, from the turns its rules allow, so no prompt wording can leak a private turn.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from manyheads.models.engine import Engine
+from manyheads.models.types import ChatMessage, Completion, SamplingParams
+
+Visibility = Literal["public", "private", "observer"]
+
+
+class Turn(BaseModel):
+    """One utterance in a room. ``private`` turns are seen by the speaker and ``visible_to``."""
+
+    speaker: str
+    content: str
+    visibility: Visibility = "public"
+    visible_to: str | None = None
+
+
+class AgentSpec(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    role: str = ""
+    system_prompt: str = Field(min_length=1)
+    sees_private_of: list[str] = Field(default_factory=list,
+                                       description="speakers whose private turns it may read")
+    sees_observer: bool = False
+    sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(max_tokens=96))
+
+    def can_see(self, turn: Turn) -> bool:
+        if turn.speaker == self.name:
+            return True
+        if turn.visibility == "public":
+            return True
+        if turn.visibility == "private":
+            return turn.visible_to == self.name or turn.speaker in self.sees_private_of
+        return self.sees_observer
+
+
+class Agent:
+    def __init__(self, spec: AgentSpec, engine: Engine) -> None:
+        self.spec = spec
+        self.engine = engine
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def view(self, turns: list[Turn], instruction: str | None = None) -> list[ChatMessage]:
+        """The conversation this agent is shown: its own turns as assistant, others as user."""
+        messages: list[ChatMessage] = [{"role": "system", "content": self.spec.system_prompt}]
+        for turn in turns:
+            if not self.spec.can_see(turn):
+                continue
+            if turn.speaker == self.name:
+                messages.append({"role": "assistant", "content": turn.content})
+            else:
+                messages.append({"role": "user", "content": f"{turn.speaker}: {turn.content}"})
+        if instruction:
+            messages.append({"role": "user", "content": instruction})
+        return messages
+
+    def respond(self, turns: list[Turn], instruction: str | None = None,
+                params: SamplingParams | None = None) -> Completion:
+        return self.engine.chat([self.view(turns, instruction)], params or self.spec.sampling)[0]
+
+    def decide(self, turns: list[Turn], response_model: type[BaseModel], instruction: str,
+               params: SamplingParams | None = None) -> BaseModel:
+        """A validated structured answer (JSON-schema constrained), or ``StructuredOutputError``."""
+        return self.engine.structured(self.view(turns, instruction), response_model,
+                                      params or self.spec.sampling)

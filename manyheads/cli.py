@@ -1,0 +1,137 @@
+"""The ``manyheads`` command: chat, models, serve, demo, and the ``db`` group."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from manyheads.errors import ManyheadsError
+from manyheads.settings import get_settings
+from manyheads.storage.cli import db_app
+
+app = typer.Typer(help="manyheads: multi-agent LLM rooms on one engine.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+app.add_typer(db_app, name="db")
+console = Console()
+err_console = Console(stderr=True)
+
+EngineOpt = Annotated[str | None, typer.Option(
+    "--engine", "-e", help="local | vllm | openai (default: MANYHEADS_ENGINE or vllm)")]
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", "-m", help="model name, folder or .gguf (default: the embedded SmolLM2)")]
+
+
+@app.command()
+def models() -> None:
+    """Show the configured engine and model and where the converted weights live."""
+    from manyheads.models.embedded import embedded_gguf, resolve_model
+
+    settings = get_settings()
+    table = Table(title="manyheads models", show_header=False)
+    table.add_row("engine", settings.engine)
+    table.add_row("model", settings.model)
+    table.add_row("embedded GGUF", str(embedded_gguf()))
+    table.add_row("converted to", str(resolve_model(settings.model)))
+    table.add_row("cache (MANYHEADS_HOME)", str(settings.home))
+    console.print(table)
+
+
+@app.command()
+def chat(prompt: Annotated[str | None, typer.Argument(help="one message; omit for a REPL")] = None,
+         engine: EngineOpt = None, model: ModelOpt = None,
+         max_tokens: int = 256, temperature: float = 0.0) -> None:
+    """Chat with the model, streaming the answer."""
+    from manyheads.models import SamplingParams, make_engine
+
+    params = SamplingParams(max_tokens=max_tokens, temperature=temperature)
+    history: list[dict[str, str]] = []
+    with make_engine(engine, model) as llm:
+        while True:
+            text = prompt if prompt is not None else console.input("[bold]you> [/]")
+            if not text.strip():
+                if prompt is not None:
+                    raise ManyheadsError("empty prompt")
+                continue
+            history.append({"role": "user", "content": text})
+            reply = asyncio.run(_print_stream(llm, history, params))
+            history.append({"role": "assistant", "content": reply})
+            if prompt is not None:
+                return
+
+
+async def _print_stream(llm, history, params) -> str:
+    parts = []
+    async for delta in llm.stream(history, params):
+        parts.append(delta)
+        console.print(delta, end="", markup=False, highlight=False)
+    console.print()
+    return "".join(parts)
+
+
+@app.command()
+def serve(engine: EngineOpt = None, model: ModelOpt = None, host: str = "127.0.0.1",
+          port: int = 8000) -> None:
+    """Serve the model over an OpenAI-compatible HTTP API (vLLM's own server for vLLM)."""
+    from manyheads.models.embedded import resolve_model
+
+    settings = get_settings()
+    name = (engine or settings.engine).lower()
+    model = model or settings.model
+    if name == "vllm":
+        from manyheads.models.serve import vllm_server_argv
+
+        argv = vllm_server_argv(str(resolve_model(model)), model, host, port)
+        os.execv(argv[0], argv)
+    if name != "local":
+        raise ManyheadsError(f"serve runs the local or vllm engine, not {name!r}")
+    import uvicorn
+
+    from manyheads.models import make_engine
+    from manyheads.models.serve import build_app
+
+    uvicorn.run(build_app(make_engine("local", model)), host=host, port=port, log_level="info")
+
+
+@app.command()
+def demo(engine: EngineOpt = None, model: ModelOpt = None,
+         topic: Annotated[str | None, typer.Option(help="what the two agents discuss")] = None,
+         turns: Annotated[int | None, typer.Option(help="turns to add")] = None,
+         resume: Annotated[str | None, typer.Option(help="continue a stored session")] = None,
+         ) -> None:
+    """A short exchange between two agents, printed and stored; --resume continues one."""
+    from manyheads.models import make_engine
+    from manyheads.orchestration.demo import DemoConfig, run_demo
+    from manyheads.storage import Store
+
+    overrides = {k: v for k, v in {"topic": topic, "turns": turns}.items() if v is not None}
+    config = DemoConfig(**overrides) if (overrides or resume is None) else None
+
+    def show(turn) -> None:
+        console.print(f"[bold cyan]{turn.speaker}:[/] {turn.content}", highlight=False)
+
+    with Store.open() as store:
+        with console.status("starting the engine..."):
+            llm = make_engine(engine, model)
+        with llm:
+            session_id = run_demo(llm, store, config, resume=resume, show=show)
+    console.print(f"\nstored as session [bold]{session_id}[/] "
+                  f"(continue: manyheads demo --resume {session_id})")
+
+
+def main() -> None:
+    """Entry point: user errors print one clear line instead of a traceback."""
+    try:
+        app()
+    except ManyheadsError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""The one interface every agent talks to, and the checks all engines share.
+
+Subclasses implement ``_run`` (a batch of requests to raw text) and ``_stream`` (one request to text
+deltas). This base class owns the behaviour that must not differ between engines: input checks,
+structured-output parsing into a validated object or a typed error, and the public signatures.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from manyheads.errors import PromptError
+from manyheads.models import structured
+from manyheads.models.types import ChatMessage, Completion, SamplingParams
+
+Prompt = str | list[ChatMessage]  # plain text, or a chat conversation
+
+
+@dataclass(frozen=True)
+class Request:
+    prompt: Prompt
+    params: SamplingParams
+    schema: dict | None = None  # JSON schema the output must satisfy
+
+    @property
+    def is_chat(self) -> bool:
+        return not isinstance(self.prompt, str)
+
+
+class Engine(abc.ABC):
+    """Batch ``generate``/``chat``, async ``stream``, JSON-schema outputs via ``response_model``."""
+
+    name: str = "engine"
+    model_name: str = ""
+
+    def generate(self, prompts: Sequence[str], params: SamplingParams | Sequence[SamplingParams]
+                 | None = None, response_model: type[BaseModel] | None = None) -> list[Completion]:
+        """Complete raw text prompts (no chat template)."""
+        return self._batch(list(prompts), params, response_model)
+
+    def chat(self, conversations: Sequence[list[ChatMessage]],
+             params: SamplingParams | Sequence[SamplingParams] | None = None,
+             response_model: type[BaseModel] | None = None) -> list[Completion]:
+        """Answer each conversation as the assistant; all run as one batch."""
+        return self._batch([list(c) for c in conversations], params, response_model)
+
+    def structured(self, conversation: list[ChatMessage], response_model: type[BaseModel],
+                   params: SamplingParams | None = None) -> BaseModel:
+        """One validated object for one conversation, or ``StructuredOutputError``."""
+        return self.chat([conversation], params, response_model)[0].value()
+
+    def run(self, requests: list[Request]) -> list[Completion]:
+        """Run prepared requests as one batch; a raw ``schema`` constrains but is not parsed."""
+        for request in requests:
+            check_prompt(request.prompt)
+        return self._run(requests) if requests else []
+
+    async def stream(self, prompt: Prompt, params: SamplingParams | None = None
+                     ) -> AsyncIterator[str]:
+        """Yield text deltas as they are generated; joined they equal the full completion."""
+        request = Request(prompt, params or SamplingParams())
+        check_prompt(request.prompt)
+        async for delta in self._stream(request):
+            yield delta
+
+    def close(self) -> None:  # noqa: B027 - engines without resources need nothing here
+        """Release the model and any worker processes; safe to call twice."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _batch(self, prompts: list[Prompt], params, response_model) -> list[Completion]:
+        if params is None or isinstance(params, SamplingParams):
+            params = [params or SamplingParams()] * len(prompts)
+        if len(params) != len(prompts):
+            raise PromptError(f"got {len(prompts)} prompts but {len(params)} sampling params")
+        schema = structured.json_schema(response_model) if response_model else None
+        requests = [Request(p, sp, schema) for p, sp in zip(prompts, params, strict=True)]
+        completions = self.run(requests)
+        if response_model is not None:
+            for completion, request in zip(completions, requests, strict=True):
+                completion.parsed, completion.error = structured.parse(
+                    completion.text, response_model, completion.finish_reason,
+                    request.params.max_tokens)
+        return completions
+
+    @abc.abstractmethod
+    def _run(self, requests: list[Request]) -> list[Completion]: ...
+
+    @abc.abstractmethod
+    def _stream(self, request: Request) -> AsyncIterator[str]: ...
+
+
+def encode_prompt(tokenizer, prompt: Prompt, context_len: int) -> list[int]:
+    """Token ids of a prompt (chat template applied to conversations), checked against context."""
+    if isinstance(prompt, str):
+        ids = tokenizer(prompt)["input_ids"]
+    else:
+        text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) >= context_len:
+        raise PromptError(f"prompt is {len(ids)} tokens; the context is {context_len}",
+                          hint="shorten the prompt or the history")
+    return list(ids)
+
+
+def check_prompt(prompt: Prompt) -> None:
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise PromptError("empty prompt")
+        return
+    if not prompt:
+        raise PromptError("empty conversation: no messages")
+    for i, message in enumerate(prompt):
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            raise PromptError(f"message {i} must be a dict with 'role' and 'content'")
+    if not any(str(m["content"]).strip() for m in prompt):
+        raise PromptError("every message in the conversation is empty")

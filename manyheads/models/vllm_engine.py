@@ -1,0 +1,167 @@
+"""``VLLMEngine``: in-process vLLM (the CPU build here, CUDA in production).
+
+All requests of one ``chat``/``generate`` call go to vLLM together, so agents that speak in the
+same round are batched by vLLM's scheduler. CPU specifics (KV-cache share of RAM, fp32, Intel
+OpenMP for speculative decoding) are handled here so callers never see them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from manyheads.errors import EngineError
+from manyheads.models.embedded import resolve_model
+from manyheads.models.engine import Engine, Request, encode_prompt
+from manyheads.models.types import Completion, TokenLogprob, Usage
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _preload_intel_openmp() -> None:
+    """vLLM's CPU speculative decoding wants Intel OpenMP preloaded in its engine process."""
+    import sys
+
+    lib = Path(sys.prefix) / "lib" / "libiomp5.so"
+    current = os.environ.get("LD_PRELOAD", "")
+    if lib.is_file() and str(lib) not in current:
+        os.environ["LD_PRELOAD"] = f"{lib}:{current}" if current else str(lib)
+
+
+class VLLMEngine(Engine):
+    name = "vllm"
+
+    def __init__(self, model: str | Path | None = None, *, max_model_len: int = 4096,
+                 dtype: str | None = None, memory_fraction: float | None = None,
+                 speculative_config: dict[str, Any] | None = None, seed: int = 0,
+                 **llm_options: Any) -> None:
+        from vllm import LLM
+
+        self.path = resolve_model(model)
+        self.model_name = str(model or self.path.name)
+        cuda = _has_cuda()
+        if speculative_config and not cuda:
+            _preload_intel_openmp()
+        try:
+            self.llm = LLM(
+                model=str(self.path),
+                dtype=dtype or ("auto" if cuda else "float32"),
+                max_model_len=max_model_len,
+                # On the CPU build this is the share of RAM reserved for the KV cache.
+                gpu_memory_utilization=memory_fraction or (0.9 if cuda else 0.25),
+                speculative_config=speculative_config,
+                seed=seed,
+                disable_log_stats=speculative_config is None,
+                **llm_options,
+            )
+        except Exception as exc:
+            raise EngineError(f"vLLM could not start {self.path}: {exc}") from exc
+        self.tokenizer = self.llm.get_tokenizer()
+        self.context_len = max_model_len
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _vllm_params(self, request: Request, prompt_len: int, **extra: Any):
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        params = request.params
+        structured = None
+        if request.schema is not None:
+            structured = StructuredOutputsParams(json=request.schema, disable_any_whitespace=True)
+        return SamplingParams(
+            temperature=params.temperature, top_p=params.top_p,
+            max_tokens=min(params.max_tokens, self.context_len - prompt_len),
+            stop=list(params.stop) or None, seed=params.seed, logprobs=params.logprobs,
+            structured_outputs=structured, **extra)
+
+    def _run(self, requests: list[Request]) -> list[Completion]:
+        prompts = [encode_prompt(self.tokenizer, r.prompt, self.context_len) for r in requests]
+        params = [self._vllm_params(r, len(p)) for r, p in zip(requests, prompts, strict=True)]
+        started = time.perf_counter()
+        with self._lock:
+            outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params,
+                                        use_tqdm=False)
+        elapsed = time.perf_counter() - started
+        return [self._completion(o, elapsed) for o in outputs]
+
+    def _completion(self, output: Any, elapsed: float) -> Completion:
+        out = output.outputs[0]
+        logprobs = None
+        if out.logprobs is not None:
+            logprobs = [_token_logprob(token, position)
+                        for token, position in zip(out.token_ids, out.logprobs, strict=False)]
+        return Completion(
+            text=out.text, finish_reason="length" if out.finish_reason == "length" else "stop",
+            usage=Usage(prompt_tokens=len(output.prompt_token_ids or []),
+                        completion_tokens=len(out.token_ids)),
+            elapsed_s=elapsed, logprobs=logprobs)
+
+    async def _stream(self, request: Request) -> AsyncIterator[str]:
+        from vllm.sampling_params import RequestOutputKind
+
+        prompt = encode_prompt(self.tokenizer, request.prompt, self.context_len)
+        params = self._vllm_params(request, len(prompt), output_kind=RequestOutputKind.DELTA)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+
+        def worker() -> None:
+            engine = self.llm.llm_engine
+            request_id = f"stream-{uuid.uuid4().hex}"
+            try:
+                with self._lock:
+                    engine.add_request(request_id, {"prompt_token_ids": prompt}, params)
+                    finished = False
+                    while not finished:
+                        for output in engine.step():
+                            if output.request_id != request_id:
+                                continue
+                            if output.outputs[0].text:
+                                loop.call_soon_threadsafe(queue.put_nowait, output.outputs[0].text)
+                            finished = output.finished
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+            except BaseException as exc:  # re-raised in the consumer
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+
+        threading.Thread(target=worker, daemon=True, name="manyheads-vllm-stream").start()
+        while (item := await queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def metrics(self) -> dict[str, float]:
+        """vLLM's counters by name (speculative-decoding acceptance among them)."""
+        values: dict[str, float] = {}
+        for metric in self.llm.get_metrics():
+            value = getattr(metric, "value", None)
+            if isinstance(value, int | float):
+                values[metric.name] = float(value)
+        return values
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.llm.llm_engine.engine_core.shutdown()
+        del self.llm
+        gc.collect()
+
+
+def _token_logprob(token: int, position: dict[int, Any]) -> TokenLogprob:
+    chosen = position.get(token)
+    return TokenLogprob(
+        token=getattr(chosen, "decoded_token", None) or "",
+        logprob=float(chosen.logprob) if chosen is not None else float("-inf"),
+        top={(lp.decoded_token or str(i)): float(lp.logprob) for i, lp in position.items()
+             if lp.rank is not None and lp.rank >= 1})
