@@ -63,6 +63,8 @@ class VLLMEngine(Engine):
                 speculative_config=speculative_config,
                 seed=seed,
                 disable_log_stats=speculative_config is None,
+                # Compact JSON: a small model otherwise wanders into endless whitespace.
+                structured_outputs_config={"disable_any_whitespace": True},
                 **llm_options,
             )
         except Exception as exc:
@@ -79,7 +81,7 @@ class VLLMEngine(Engine):
         params = request.params
         structured = None
         if request.schema is not None:
-            structured = StructuredOutputsParams(json=request.schema, disable_any_whitespace=True)
+            structured = StructuredOutputsParams(json=request.schema)
         return SamplingParams(
             temperature=params.temperature, top_p=params.top_p,
             max_tokens=min(params.max_tokens, self.context_len - prompt_len),

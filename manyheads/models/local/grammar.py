@@ -29,7 +29,7 @@ class JsonGrammar:
 
 
 class GrammarFactory:
-    """Compiles each distinct schema once per tokenizer."""
+    """Compiles each distinct schema once (property order is kept: the model writes in it)."""
 
     def __init__(self, tokenizer, vocab_size: int) -> None:
         info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
@@ -42,4 +42,4 @@ class GrammarFactory:
         return self.compiler.compile_json_schema(schema_json, any_whitespace=False)
 
     def for_schema(self, schema: dict) -> JsonGrammar:
-        return JsonGrammar(self._compile(json.dumps(schema, sort_keys=True)), self.vocab_size)
+        return JsonGrammar(self._compile(json.dumps(schema)), self.vocab_size)

@@ -1,0 +1,1 @@
+"""Alembic scripts for the manyheads store (a package so wheels ship them)."""

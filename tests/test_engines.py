@@ -1,0 +1,89 @@
+"""Behaviour every engine must share, run on each real engine with the embedded model."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from manyheads.errors import PromptError
+from manyheads.models import SamplingParams
+
+QUESTIONS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "user", "content": "Name three colours of the rainbow."}],
+    [{"role": "system", "content": "You are a terse assistant."},
+     {"role": "user", "content": "Why is the sky blue?"}],
+]
+GREEDY = SamplingParams(max_tokens=24)
+
+
+def test_greedy_is_deterministic(any_engine):
+    first = any_engine.chat(QUESTIONS, GREEDY)
+    second = any_engine.chat(QUESTIONS, GREEDY)
+    assert [c.text for c in first] == [c.text for c in second]
+    assert all(c.text.strip() for c in first)
+
+
+def test_usage_and_timing_are_reported(any_engine):
+    completion = any_engine.chat(QUESTIONS[:1], GREEDY)[0]
+    assert completion.usage.prompt_tokens > 5
+    assert 0 < completion.usage.completion_tokens <= GREEDY.max_tokens + 1
+    assert completion.elapsed_s > 0
+
+
+def test_max_tokens_gives_length_finish(any_engine):
+    completion = any_engine.chat(QUESTIONS[1:2], SamplingParams(max_tokens=3))[0]
+    assert completion.finish_reason == "length"
+
+
+def test_streaming_deltas_join_to_the_full_text(any_engine):
+    async def collect() -> list[str]:
+        return [delta async for delta in any_engine.stream(QUESTIONS[2], GREEDY)]
+
+    deltas = asyncio.run(collect())
+    assert len(deltas) > 1
+    assert "".join(deltas) == any_engine.chat(QUESTIONS[2:], GREEDY)[0].text
+
+
+def test_stop_string_cuts_the_output(any_engine):
+    full = any_engine.chat(QUESTIONS[:1], GREEDY)[0].text
+    word = full.split()[2]
+    cut = any_engine.chat(QUESTIONS[:1], SamplingParams(max_tokens=24, stop=(word,)))[0]
+    assert cut.text == full[:full.index(word)]
+    assert cut.finish_reason == "stop"
+
+
+def test_seeded_sampling_repeats(any_engine):
+    params = SamplingParams(max_tokens=12, temperature=0.9, seed=1234)
+    first = any_engine.chat(QUESTIONS[1:2], params)[0].text
+    assert any_engine.chat(QUESTIONS[1:2], params)[0].text == first
+
+
+def test_raw_prompt_generation(any_engine):
+    completion = any_engine.generate(["The first three letters of the alphabet are"],
+                                     SamplingParams(max_tokens=8))[0]
+    assert completion.text.strip()
+
+
+def test_logprobs_on_request(any_engine):
+    completion = any_engine.chat(QUESTIONS[:1], SamplingParams(max_tokens=5, logprobs=2))[0]
+    assert completion.logprobs is not None and len(completion.logprobs) >= 1
+    first = completion.logprobs[0]
+    assert first.logprob <= 0.0 and len(first.top) >= 1
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", []])
+def test_empty_prompt_is_refused(any_engine, prompt):
+    with pytest.raises(PromptError):
+        if isinstance(prompt, str):
+            any_engine.generate([prompt])
+        else:
+            any_engine.chat([prompt])
+
+
+def test_prompt_longer_than_context_is_refused(local_engine, vllm_engine):
+    for engine in (local_engine, vllm_engine):
+        too_long = "word " * (engine.context_len + 10)
+        with pytest.raises(PromptError, match="context"):
+            engine.generate([too_long])
