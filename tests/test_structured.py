@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import pytest
 from pydantic import BaseModel, Field
 
 from manyheads.errors import StructuredOutputError
 from manyheads.models import SamplingParams
+
+
+# Every string and list is bounded: a 135M model otherwise can loop inside one until max_tokens.
+Short = Annotated[str, Field(max_length=60)]
 
 
 class City(BaseModel):
@@ -25,12 +29,12 @@ class Verdict(BaseModel):
 
 class Recipe(BaseModel):
     title: str = Field(max_length=50)
-    ingredients: list[str] = Field(min_length=1, max_length=4)
+    ingredients: list[Short] = Field(min_length=1, max_length=4)
     minutes: int = Field(ge=1, le=240)
 
 
 class Sum(BaseModel):
-    steps: list[str] = Field(min_length=1, max_length=3)
+    steps: list[Short] = Field(min_length=1, max_length=3)
     result: int = Field(ge=-1000, le=1000)
 
 

@@ -91,7 +91,8 @@ def convert_gguf(gguf: Path, models_dir: Path, stem: str) -> Path:
     if (target / "config.json").is_file():
         return target
     models_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{stem}-", dir=models_dir))
+    _remove_abandoned(models_dir, stem)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{stem}-{os.getpid()}-", dir=models_dir))
     try:
         _write_safetensors(gguf, tmp)
         try:
@@ -102,6 +103,24 @@ def convert_gguf(gguf: Path, models_dir: Path, stem: str) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _remove_abandoned(models_dir: Path, stem: str) -> None:
+    """Delete temporary folders left by conversions whose process was killed."""
+    for leftover in models_dir.glob(f".{stem}-*-*"):
+        pid = leftover.name[len(stem) + 2:].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _write_safetensors(gguf: Path, out: Path) -> None:

@@ -139,5 +139,6 @@ def vllm_server_argv(model_path: str, served_name: str, host: str, port: int) ->
             "--max-model-len", "4096"]
     if not torch.cuda.is_available():
         argv += ["--dtype", "float32", "--gpu-memory-utilization", "0.25"]
-    argv += ["--structured-outputs-config", '{"disable_any_whitespace": true}']
+    argv += ["--structured-outputs-config",
+             '{"backend": "xgrammar", "disable_any_whitespace": true}']
     return argv

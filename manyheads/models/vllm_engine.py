@@ -64,7 +64,7 @@ class VLLMEngine(Engine):
                 seed=seed,
                 disable_log_stats=speculative_config is None,
                 # Compact JSON: a small model otherwise wanders into endless whitespace.
-                structured_outputs_config={"disable_any_whitespace": True},
+                structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True},
                 **llm_options,
             )
         except Exception as exc:

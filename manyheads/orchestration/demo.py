@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from manyheads.agents import Agent, AgentSpec, Turn
 from manyheads.agents.prompts import render
 from manyheads.models import Engine, SamplingParams
+from manyheads.orchestration.registry import Room, register
 
 
 class DemoConfig(BaseModel):
@@ -122,3 +123,7 @@ def run_demo(engine: Engine, store, config: DemoConfig | None = None, *,
             raise
     store.set_status(session_id, "completed")
     return session_id
+
+
+register(Room(name="demo", description="two agents take turns on a topic", config=DemoConfig,
+              build=build_graph))

@@ -1,0 +1,192 @@
+"""Tree decoding as a ``LocalEngine`` step function.
+
+One step: the base model's own next token is the root; the heads guess the following tokens
+from the last hidden state; the candidate tree is fed in ONE forward pass with a tree attention
+mask; the longest verified path is accepted; the KV cache keeps the prefix plus exactly the
+accepted tree positions (a gather along the sequence axis: the kept keys/values were computed at
+the right positions, attending to exactly their ancestors, so they equal a sequential feed).
+
+Batch size 1 only: rows of a padded batch would accept different numbers of tokens and leave
+ragged caches. Larger batches, grammar-constrained rows and batches with observers (they expect
+one pass per token) fall back to ``vanilla_step``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from manyheads.errors import ConfigError
+from manyheads.models.local.decode import (
+    Batch,
+    choose_token,
+    logits_to_probs,
+    record_logprob,
+    vanilla_step,
+)
+from manyheads.models.medusa.heads import MedusaHeads, load_heads
+from manyheads.models.medusa.tree import (
+    Tree,
+    build_tree,
+    candidate_tokens,
+    greedy_accept,
+    prune,
+    rejection_accept,
+    tree_attention_mask,
+    tree_positions,
+    typical_accept,
+)
+
+# Chosen by `manyheads medusa choose-tree` on the shipped heads (2-core CPU; see bench/).
+DEFAULT_TREE: list[tuple[int, ...]] = [(0,), (1,), (0, 0), (0, 1), (1, 0), (0, 0, 0)]
+
+Acceptance = Literal["typical", "rejection"]
+
+
+class MedusaStep:
+    """Callable ``StepFn``: Medusa tree decoding with lossless greedy verification.
+
+    ``sampling`` picks the rule for sampled rows: "typical" (threshold ``epsilon``/``alpha``,
+    fast, not exact) or "rejection" (exact speculative sampling).
+    """
+
+    def __init__(self, heads: MedusaHeads, tree: list[tuple[int, ...]] | Tree | None = None, *,
+                 sampling: Acceptance = "typical", epsilon: float = 0.09,
+                 alpha: float = 0.3) -> None:
+        self.heads = heads
+        self.tree = tree if isinstance(tree, Tree) else build_tree(tree or DEFAULT_TREE)
+        if self.tree.max_depth > heads.config.num_heads:
+            raise ConfigError(f"the tree is {self.tree.max_depth} deep but there are only "
+                              f"{heads.config.num_heads} heads")
+        if sampling not in ("typical", "rejection"):
+            raise ConfigError(f"unknown Medusa sampling rule {sampling!r}",
+                              hint="use 'typical' or 'rejection'")
+        self.sampling = sampling
+        self.epsilon, self.alpha = epsilon, alpha
+        self._pruned: dict[int, Tree] = {}
+        self.steps = 0  # statistics: tree steps taken and tokens they produced
+        self.tokens = 0
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _tree_for(self, room: int) -> Tree:
+        """The tree cut to ``room`` levels below the root (no point guessing past max_tokens)."""
+        if room >= self.tree.max_depth:
+            return self.tree
+        if room not in self._pruned:
+            self._pruned[room] = prune(self.tree, room)
+        return self._pruned[room]
+
+    def _topk(self, batch: Batch, tree: Tree) -> torch.Tensor:
+        """The heads' best guesses [depth, k] from the last hidden state."""
+        need = tree.topk_per_head()
+        weight = batch.model.get_output_embeddings().weight  # [V, H]
+        hidden = batch.last_hidden[0].to(weight.dtype)  # [H]
+        heads = self.heads
+        if heads.lm_heads is None:  # only run the heads the tree uses
+            feats = torch.stack([heads.blocks[i](hidden) for i in range(len(need))])  # [D, H]
+            logits = feats @ weight.T  # [D, V]
+        else:
+            logits = heads(hidden)[:len(need)]
+        return torch.topk(logits, max(need), dim=-1).indices  # [D, k]
+
+    def _pending(self, batch: Batch) -> tuple[int, torch.Tensor] | None:
+        """A token drawn by rejection sampling last step: emitted now, it has no KV yet."""
+        return batch.__dict__.pop("_medusa_pending", None)
+
+    # -- the step ------------------------------------------------------------------------------
+    def __call__(self, batch: Batch) -> list[list[int]]:
+        if len(batch.rows) != 1 or batch.observers or batch.rows[0].grammar is not None \
+                or batch.last_hidden is None:
+            return vanilla_step(batch)
+        row = batch.rows[0]
+        pending = self._pending(batch)
+        if pending is not None:
+            root, root_logits = pending
+        else:
+            root_logits = batch.next_logits[0]
+            root = choose_token(row, root_logits)
+        record_logprob(row, root_logits, root)
+        room = row.params.max_tokens - len(row.tokens) - 1
+        if root in batch.eos_ids or room <= 0:
+            return [[root]]  # the row ends with this token: nothing else to compute
+        tree = self._tree_for(room)
+        tokens = candidate_tokens(tree, root, self._topk(batch, tree)) if tree.size > 1 \
+            else torch.tensor([root])
+        outputs = self._verify(batch, tree, tokens)
+        logits = outputs.logits[0].float()  # [N, V]
+        extra = None
+        if row.params.greedy:
+            path = greedy_accept(tree, tokens, logits.argmax(-1))
+        else:
+            probs = torch.stack([logits_to_probs(x, row.params.temperature, row.params.top_p)
+                                 for x in logits])  # [N, V]
+            if self.sampling == "typical":
+                path = typical_accept(tree, tokens, probs, self.epsilon, self.alpha)
+            else:
+                path, extra = rejection_accept(tree, tokens, probs, row.generator)
+        self._keep(batch, path, outputs)
+        accepted = [int(t) for t in tokens[path]]
+        for parent, token in zip(path[:-1], accepted[1:], strict=True):
+            record_logprob(row, logits[parent], token)
+        if extra is not None:
+            batch.__dict__["_medusa_pending"] = (extra, logits[path[-1]])
+        self.steps += 1
+        self.tokens += len(accepted)
+        return [accepted]
+
+    def _verify(self, batch: Batch, tree: Tree, tokens: torch.Tensor) -> Any:
+        """One forward pass over the tree tokens [N] after the cached prefix."""
+        start = batch.attention_mask.sum(-1)  # [B] position of the root = real tokens so far
+        dtype = batch.model.get_output_embeddings().weight.dtype
+        return batch.model(
+            input_ids=tokens[None],
+            attention_mask=tree_attention_mask(batch.attention_mask, tree, dtype),
+            position_ids=tree_positions(tree, start),
+            past_key_values=batch.cache,
+            use_cache=True,
+            output_hidden_states=True,
+        )
+
+    def _keep(self, batch: Batch, path: list[int], outputs: Any) -> None:
+        """Cache and mask keep the prefix plus the accepted tree nodes; logits move to the end."""
+        prefix = batch.attention_mask.shape[1]
+        keep = torch.cat([torch.arange(prefix), prefix + torch.tensor(path)])
+        gather_cache(batch.cache, keep)
+        ones = torch.ones((1, len(path)), dtype=batch.attention_mask.dtype)
+        batch.attention_mask = torch.cat([batch.attention_mask, ones], dim=1)
+        batch.next_logits = outputs.logits[:, path[-1], :].float()
+        batch.last_hidden = outputs.hidden_states[-1][:, path[-1], :]
+
+    @property
+    def mean_accepted(self) -> float:
+        """Tokens per tree step (the base token included)."""
+        return self.tokens / self.steps if self.steps else 0.0
+
+
+def gather_cache(cache: Any, keep: torch.Tensor) -> None:
+    """Keep only sequence positions ``keep`` [S'] of every layer of a DynamicCache."""
+    for layer in cache.layers:
+        layer.keys = layer.keys.index_select(-2, keep)  # [B, heads, S, d]
+        layer.values = layer.values.index_select(-2, keep)
+
+
+def enable_medusa(engine: Any, heads_dir: str | Path | None = None,
+                  tree: list[tuple[int, ...]] | None = None, **kwargs: Any) -> MedusaStep:
+    """Make a ``LocalEngine`` decode with Medusa heads (default: the shipped ones).
+
+    Returns the step (it keeps acceptance statistics); ``engine.step = vanilla_step`` undoes it.
+    """
+    heads = load_heads(heads_dir)
+    hidden = int(engine.model.config.hidden_size)
+    vocab = int(engine.model.get_output_embeddings().weight.shape[0])
+    if heads.config.hidden_size != hidden or heads.config.vocab_size != vocab:
+        raise ConfigError(
+            f"Medusa heads are for hidden {heads.config.hidden_size} / vocab "
+            f"{heads.config.vocab_size}, the model has {hidden} / {vocab}",
+            hint="train heads for this model with `manyheads medusa train`")
+    heads.to(engine.model.get_output_embeddings().weight.dtype)
+    step = MedusaStep(heads, tree, **kwargs)
+    engine.step = step
+    return step

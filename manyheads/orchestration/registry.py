@@ -1,0 +1,50 @@
+"""The room registry: the UI and CLI list rooms from here, never by importing them by name.
+
+A room is a LangGraph builder, its pydantic config and a one-line description; rooms register
+themselves in ``ROOMS`` when their module is imported by ``rooms()``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from manyheads.errors import ConfigError
+
+ROOM_MODULES = (
+    "manyheads.orchestration.demo",
+)
+
+
+@dataclass(frozen=True)
+class Room:
+    name: str
+    description: str
+    config: type[BaseModel]
+    build: Callable[..., object]  # build(engine, config, *, checkpointer=None, ...) -> graph
+
+
+ROOMS: dict[str, Room] = {}
+
+
+def register(room: Room) -> Room:
+    if room.name in ROOMS and ROOMS[room.name] != room:
+        raise ConfigError(f"two rooms are named {room.name!r}")
+    ROOMS[room.name] = room
+    return room
+
+
+def rooms() -> dict[str, Room]:
+    for module in ROOM_MODULES:
+        importlib.import_module(module)
+    return dict(ROOMS)
+
+
+def get_room(name: str) -> Room:
+    available = rooms()
+    if name not in available:
+        raise ConfigError(f"unknown room {name!r}: choose one of {', '.join(sorted(available))}")
+    return available[name]

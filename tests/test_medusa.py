@@ -1,0 +1,174 @@
+"""Medusa heads: tree math against brute force, lossless greedy decoding, checkpoints, export."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from manyheads.models.engine import Request
+from manyheads.models.local.decode import vanilla_step
+from manyheads.models.local.engine import LocalEngine
+from manyheads.models.medusa import (
+    DEFAULT_TREE,
+    MedusaConfig,
+    MedusaHeads,
+    default_heads_dir,
+    enable_medusa,
+    export_vllm,
+    load_heads,
+)
+from manyheads.models.medusa.data import head_targets
+from manyheads.models.medusa.tree import (
+    ancestor_mask,
+    build_tree,
+    candidate_tokens,
+    greedy_accept,
+    rejection_accept,
+    tree_attention_mask,
+    tree_positions,
+)
+from manyheads.models.types import SamplingParams
+
+SMALL_TREES = [
+    [(0,)],
+    [(0,), (1,), (0, 0)],
+    [(0,), (1,), (2,), (0, 0), (0, 1), (1, 0), (0, 0, 0)],
+    [(1,), (0,), (0, 2), (0, 1), (0, 0), (0, 2, 0)],
+    DEFAULT_TREE,
+]
+
+
+def brute_mask(paths, prefix_mask):
+    """Reference: node k is visible from node q when k's path is a prefix of q's path."""
+    nodes = [()] + sorted({tuple(p) for p in paths}, key=lambda p: (len(p), p))
+    b, s = prefix_mask.shape
+    n = len(nodes)
+    out = torch.full((b, 1, n, s + n), torch.finfo(torch.float32).min)
+    for row in range(b):
+        for q in range(n):
+            for k in range(s):
+                if prefix_mask[row, k]:
+                    out[row, 0, q, k] = 0.0
+            for k in range(n):
+                if nodes[q][:len(nodes[k])] == nodes[k]:
+                    out[row, 0, q, s + k] = 0.0
+    positions = torch.tensor([[int(prefix_mask[r].sum()) + len(p) for p in nodes]
+                              for r in range(b)])
+    return out, positions
+
+
+@pytest.mark.parametrize("paths", SMALL_TREES)
+def test_tree_mask_and_positions_match_brute_force(paths):
+    tree = build_tree(paths)
+    prefix = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    want_mask, want_pos = brute_mask(paths, prefix)
+    assert torch.equal(tree_attention_mask(prefix, tree), want_mask)
+    assert torch.equal(tree_positions(tree, prefix.sum(-1)), want_pos)
+    assert ancestor_mask(tree).diagonal().all()
+
+
+def test_tree_rejects_orphan_paths():
+    from manyheads.errors import ConfigError
+    with pytest.raises(ConfigError):
+        build_tree([(0,), (1, 0)])
+
+
+def test_greedy_accept_takes_longest_verified_path():
+    tree = build_tree([(0,), (1,), (0, 0), (1, 0)])  # nodes: root, (0,), (1,), (0,0), (1,0)
+    topk = torch.tensor([[10, 11], [20, 21]])  # head 0 guesses 10, 11; head 1 guesses 20, 21
+    tokens = candidate_tokens(tree, 5, topk)
+    assert tokens.tolist() == [5, 10, 11, 20, 20]
+    argmax = torch.tensor([11, 99, 20, 0, 0])  # base: after root 11, after node (1,) 20
+    assert greedy_accept(tree, tokens, argmax) == [0, 2, 4]
+    assert greedy_accept(tree, tokens, torch.tensor([7, 0, 0, 0, 0])) == [0]
+
+
+def test_rejection_sampling_matches_base_distribution():
+    """One-level tree: the emitted token must follow p exactly, whatever the drafts are."""
+    tree = build_tree([(0,), (1,)])
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    tokens = torch.tensor([0, 1, 3])  # drafts: 1 then 3
+    probs = p.expand(3, 4)
+    gen = torch.Generator().manual_seed(0)
+    counts = torch.zeros(4)
+    trials = 20000
+    for _ in range(trials):
+        path, extra = rejection_accept(tree, tokens, probs, gen)
+        counts[extra if extra is not None else int(tokens[path[-1]])] += 1
+    assert torch.allclose(counts / trials, p, atol=0.015)
+
+
+def test_head_targets_shift():
+    t = head_targets([1, 2, 3, 4], 3)
+    assert t.tolist() == [[2, 3, 4], [3, 4, -100], [4, -100, -100], [-100, -100, -100]]
+
+
+def test_checkpoint_round_trip(tmp_path):
+    heads = MedusaHeads(MedusaConfig(num_heads=2, hidden_size=8, vocab_size=16))
+    for block in heads.blocks:
+        torch.nn.init.normal_(block[0].linear.weight)
+    heads.save(tmp_path)
+    again = load_heads(tmp_path)
+    assert again.config == heads.config
+    x, w = torch.randn(3, 8), torch.randn(16, 8)
+    assert torch.equal(heads(x, w), again(x, w))
+    own = MedusaHeads(MedusaConfig(num_heads=2, hidden_size=8, vocab_size=16,
+                                   shared_lm_head=False))
+    own.init_lm_heads_from(w)
+    own.save(tmp_path / "own")
+    assert torch.equal(load_heads(tmp_path / "own")(x), own(x))
+
+
+def test_shipped_heads_exist():
+    heads = load_heads()
+    assert heads.config.hidden_size == 576 and heads.config.vocab_size == 49152
+    assert heads.config.training.get("steps", 0) > 0
+
+
+def test_vllm_export_names_and_shapes(tmp_path):
+    cfg = load_heads().config
+    out = export_vllm(default_heads_dir(), tmp_path / "vllm")
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["MedusaModel"] and config["model_type"] == "medusa"
+    assert config["num_heads"] == cfg.num_heads and config["num_hidden_layers"] == cfg.num_layers
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    want = {}
+    for h in range(cfg.num_heads):
+        for layer in range(cfg.num_layers):
+            want[f"blocks.{h}.layers.{layer}.weight"] = (576, 576)
+        want[f"lm_heads.{h}.weight"] = (49152, 576)
+    assert shapes == want
+
+
+@pytest.fixture(scope="module")
+def engine():
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    return LocalEngine()
+
+
+PROMPTS = ["Write a haiku about morning coffee.",
+           "A shop sells pencils at 3 for 45 cents. How much do 12 pencils cost?",
+           "You are a grumpy lighthouse keeper. Tell me about your day.",
+           "Describe a busy market at dawn."]
+
+
+def _tokens(engine, prompt, max_tokens):
+    req = Request(prompt=[{"role": "user", "content": prompt}],
+                  params=SamplingParams(max_tokens=max_tokens, logprobs=0))
+    completion = engine._run([req])[0]
+    return completion.text, [t.token for t in completion.logprobs]
+
+
+def test_greedy_medusa_is_token_for_token_vanilla(engine):
+    want = [_tokens(engine, p, 48) for p in PROMPTS]
+    step = enable_medusa(engine)
+    try:
+        got = [_tokens(engine, p, 48) for p in PROMPTS]
+    finally:
+        engine.step = vanilla_step
+    assert got == want
+    assert step.mean_accepted > 1.0

@@ -1,0 +1,46 @@
+"""OpenAIEngine and the plain `openai` client against `manyheads serve` on loopback."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from manyheads.errors import EngineUnavailableError
+from manyheads.models import SamplingParams, make_engine
+from manyheads.models.openai_engine import OpenAIEngine
+
+
+def test_plain_openai_client_talks_to_manyheads_serve(served_url):
+    client = openai.OpenAI(base_url=served_url, api_key="unused")
+    assert [m.id for m in client.models.list().data] == ["smollm2-135m-instruct"]
+    reply = client.chat.completions.create(
+        model="smollm2-135m-instruct", max_tokens=12, temperature=0,
+        messages=[{"role": "user", "content": "Say hello."}])
+    assert reply.choices[0].message.content.strip()
+    assert reply.usage.completion_tokens > 0
+    stream = client.chat.completions.create(
+        model="smollm2-135m-instruct", max_tokens=12, temperature=0, stream=True,
+        messages=[{"role": "user", "content": "Say hello."}])
+    streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert streamed == reply.choices[0].message.content
+
+
+def test_served_answers_match_the_local_engine(openai_engine, local_engine):
+    conversation = [{"role": "user", "content": "Name a planet."}]
+    params = SamplingParams(max_tokens=16)
+    assert openai_engine.chat([conversation], params)[0].text == \
+        local_engine.chat([conversation], params)[0].text
+
+
+def test_unreachable_server_is_a_typed_error():
+    engine = OpenAIEngine(model="x", base_url="http://127.0.0.1:9/v1", timeout_s=2,
+                          max_retries=1)
+    with pytest.raises(EngineUnavailableError, match="127.0.0.1:9"):
+        engine.chat([[{"role": "user", "content": "hi"}]])
+
+
+def test_switching_to_a_remote_model_is_one_setting(monkeypatch, served_url):
+    monkeypatch.setenv("MANYHEADS_ENGINE", "openai")
+    monkeypatch.setenv("MANYHEADS_BASE_URL", served_url)
+    engine = make_engine()
+    assert isinstance(engine, OpenAIEngine) and engine.base_url == served_url
