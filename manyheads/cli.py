@@ -12,12 +12,20 @@ from rich.console import Console
 from rich.table import Table
 
 from manyheads.errors import ManyheadsError
+from manyheads.models.medusa.cli import medusa_app
+from manyheads.models.uhead.cli import uhead_app
+from manyheads.orchestration.eval_cli import eval_app
+from manyheads.orchestration.generate_cli import generate_app
 from manyheads.settings import get_settings
 from manyheads.storage.cli import db_app
 
 app = typer.Typer(help="manyheads: multi-agent LLM rooms on one engine.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 app.add_typer(db_app, name="db")
+app.add_typer(medusa_app, name="medusa")
+app.add_typer(uhead_app, name="uhead")
+app.add_typer(eval_app, name="eval")
+app.add_typer(generate_app, name="generate")
 console = Console()
 err_console = Console(stderr=True)
 
