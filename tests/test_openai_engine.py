@@ -44,3 +44,42 @@ def test_switching_to_a_remote_model_is_one_setting(monkeypatch, served_url):
     monkeypatch.setenv("MANYHEADS_BASE_URL", served_url)
     engine = make_engine()
     assert isinstance(engine, OpenAIEngine) and engine.base_url == served_url
+
+
+@pytest.mark.slow
+def test_manyheads_serve_hands_over_to_vllms_server():
+    """`manyheads serve --engine vllm` runs vLLM's own OpenAI server; our client uses it."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    from conftest import ROOT, free_port
+    from pydantic import BaseModel, Field
+
+    class Answer(BaseModel):
+        city: str = Field(max_length=30)
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "manyheads.cli", "serve", "--engine", "vllm",
+                               "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            assert server.poll() is None, "vLLM's server exited"
+            try:
+                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(2)
+        engine = OpenAIEngine(model="smollm2-135m-instruct", base_url=url, timeout_s=120)
+        question = [{"role": "user", "content": "Which city is the capital of France?"}]
+        assert engine.chat([question], SamplingParams(max_tokens=12))[0].text.strip()
+        assert isinstance(engine.structured(question, Answer, SamplingParams(max_tokens=40)),
+                          Answer)
+        engine.close()
+    finally:
+        server.terminate()
+        server.wait(60)
