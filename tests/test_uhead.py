@@ -11,7 +11,12 @@ import torch
 from manyheads.models.types import SamplingParams
 from manyheads.models.uhead import metrics
 from manyheads.models.uhead.checker import check_step, is_correct, label_steps
-from manyheads.models.uhead.features import FeatureConfig, FeatureObserver, prefill_features
+from manyheads.models.uhead.features import (
+    FeatureConfig,
+    FeatureObserver,
+    prefill_features,
+    prompt_cache,
+)
 from manyheads.models.uhead.head import UHead, UHeadConfig
 from manyheads.models.uhead.problems import make_problem, make_problems
 from manyheads.models.uhead.prompts import solver_conversation
@@ -30,12 +35,16 @@ TRICKY = ("Let me think.\r\n  step 1: Pens = 6 * 4 = 24  \r\nthat is 24 pens\n"
 
 @pytest.fixture(scope="module")
 def eager_engine():
-    """Our own engine: attention features need eager attention (the session one is sdpa)."""
+    """Our own engine: attention features need eager attention (the session one is sdpa).
+
+    One thread: on shared cores, two spinning OpenMP threads per process stall each other."""
     from manyheads.models.local.engine import LocalEngine
 
-    engine = LocalEngine(attn_implementation="eager")
+    threads = torch.get_num_threads()
+    engine = LocalEngine(attn_implementation="eager", threads=1)
     yield engine
     engine.close()
+    torch.set_num_threads(threads)
 
 
 # -- steps ---------------------------------------------------------------------------------------
@@ -155,6 +164,10 @@ def test_feature_shapes_per_layer_and_head(eager_engine):
     assert torch.all(probs[:, 0] <= 0) and torch.all(probs[:, 3:].diff(dim=-1) <= 1e-6)
     no_attn = prefill_features(model, prompt, response, FeatureConfig(attn_window=0))
     assert no_attn.shape[1] == 3 * hidden + 3 + 5
+    cached = prompt_cache(model, prompt)  # prompt run once, several responses scored after it
+    for _ in range(2):
+        again = prefill_features(model, prompt, response, config, cached)
+        assert torch.allclose(again, feats, atol=1e-4)
 
 
 def test_inflight_and_prefill_features_agree(eager_engine):
@@ -199,15 +212,14 @@ def test_default_verifier_scores_steps(verifier):
 def test_guided_generation_respects_retry_bound(verifier):
     problem = make_problem(5, 0).text
     strict = type(verifier)(verifier.head, verifier.engine, threshold=0.0)  # flags every step
-    guided = strict.resample_steps(problem, max_retries=2, max_tokens=48)
-    assert guided.retries == 2
-    lenient = type(verifier)(verifier.head, verifier.engine, threshold=1.0)  # flags nothing
-    assert lenient.resample_steps(problem, max_retries=2, max_tokens=48).retries <= 2
-    best = verifier.best_of_n(problem, n=3, max_tokens=48)
+    guided = strict.resample_steps(problem, max_retries=2, max_tokens=40)
+    assert guided.retries == 2  # every draft is flagged, so it stops exactly at the bound
+    assert guided.text
+    best = verifier.best_of_n(problem, n=3, max_tokens=40)
     assert len(best.candidates) == 3
     assert best.text in [c.text for c in best.candidates]
-    assert min(c.weakest for c in best.candidates) + 0.02 >= max(
-        s.p_incorrect for s in best.scores) or not best.scores
+    chosen = next(c for c in best.candidates if c.text == best.text)
+    assert chosen.weakest <= min(c.weakest for c in best.candidates) + 0.02
 
 
 def test_judge_plumbing(eager_engine):

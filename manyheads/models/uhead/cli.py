@@ -49,26 +49,54 @@ def metrics_table(result: dict[str, float], title: str) -> Table:
     return table
 
 
+def _synthesize(engine, directory: Path, problems: int, seed: int) -> None:
+    import random
+
+    import torch
+
+    from manyheads.models.uhead.features import FeatureConfig
+    from manyheads.models.uhead.problems import make_problems
+    from manyheads.models.uhead.synth import synth_samples
+
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    for start in tqdm(range(0, problems, 5), desc="planted mistakes (prefill)", unit="x5"):
+        shard = directory / f"shard_{seed}_{start:05d}.pt"
+        if shard.exists():
+            continue
+        batch = [s for p in make_problems(seed, min(5, problems - start), start)
+                 for s in synth_samples(engine, p, 4, FeatureConfig(), rng)]
+        torch.save([s.__dict__ for s in batch], shard)
+
+
 @uhead_app.command()
 def train(out: Annotated[Path, typer.Option(help="checkpoint directory")] = Path("uhead-head"),
-          data: Annotated[Path, typer.Option(help="data shards (made if missing)")]
-          = DEFAULT_DATA / "train",
-          problems: Annotated[int, typer.Option(help="problems to solve")] = 150,
+          data: Annotated[Path, typer.Option(help="data root: generated/ and synth/ shards, "
+                                             "made if missing")] = DEFAULT_DATA,
+          problems: Annotated[int, typer.Option(help="problems the model solves")] = 150,
           samples: Annotated[int, typer.Option(help="solutions per problem")] = 4,
-          epochs: int = 40, seed: int = 1, temperature: float = 0.7, max_tokens: int = 80,
+          synth: Annotated[int, typer.Option(help="problems with planted mistakes")] = 200,
+          epochs: int = 12, seed: int = 1, temperature: float = 0.7, max_tokens: int = 80,
           per_batch: Annotated[int, typer.Option(help="problems per chat call")] = 4,
           threads: int = 1, generate: Annotated[bool, typer.Option(
-              help="solve problems first (shards already there are kept)")] = True) -> None:
-    """Solve generated problems, label steps with the checker, train and checkpoint a head."""
+              help="make missing data first (shards already there are kept)")] = True) -> None:
+    """Solve generated problems, label steps with the checker, train and checkpoint a head.
+
+    Validation (and the threshold) use only generated text, split by problem; text with
+    planted mistakes is added to the training side only."""
     from manyheads.models.uhead.data import load_samples
     from manyheads.models.uhead.features import FeatureConfig
     from manyheads.models.uhead.train import evaluate, split_by_problem, train_head
 
-    engine = _engine(threads) if generate else None
-    if engine is not None:
-        _generate(engine, data, problems, samples, seed, temperature, max_tokens, per_batch)
-    samples_all = load_samples(data)
-    train_set, val_set = split_by_problem(samples_all)
+    if generate:
+        engine = _engine(threads)
+        _generate(engine, data / "generated", problems, samples, seed, temperature, max_tokens,
+                  per_batch)
+        if synth:
+            _synthesize(engine, data / "synth", synth, seed + 4)
+    train_set, val_set = split_by_problem(load_samples(data / "generated"), 0.25)
+    if any((data / "synth").glob("shard_*.pt")):
+        train_set += load_samples(data / "synth")
     console.print(f"{len(train_set)} train / {len(val_set)} validation samples "
                   f"(split by problem)")
     with tqdm(total=epochs, desc="training", unit="epoch") as bar:

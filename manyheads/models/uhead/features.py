@@ -9,6 +9,7 @@ from any engine by prefill gives (up to float noise) what the observer saw while
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -74,26 +75,50 @@ def _attentions(outputs: Any, config: FeatureConfig) -> tuple:
 
 
 @torch.inference_mode()
+def prompt_cache(model: Any, prompt_ids: list[int]) -> tuple[Any, torch.Tensor]:
+    """KV cache of a prompt and its last logits [V], to score several responses to it cheaply."""
+    outputs = model(input_ids=torch.tensor([prompt_ids]), use_cache=True)
+    return outputs.past_key_values, outputs.logits[0, -1].float()
+
+
+@torch.inference_mode()
 def prefill_features(model: Any, prompt_ids: list[int], response_ids: list[int],
-                     config: FeatureConfig) -> torch.Tensor:
-    """Features [R, D] of ``response_ids`` following ``prompt_ids``, in one forward pass."""
+                     config: FeatureConfig, cached: tuple[Any, torch.Tensor] | None = None
+                     ) -> torch.Tensor:
+    """Features [R, D] of ``response_ids`` following ``prompt_ids``, in one forward pass.
+
+    With ``cached`` (from ``prompt_cache``) only the response is run; the cache is cropped back
+    to the prompt afterwards so it can be reused.
+    """
     if not prompt_ids or not response_ids:
         raise UHeadError("prefill scoring needs a non-empty prompt and response")
-    ids = torch.tensor([prompt_ids + response_ids], dtype=torch.long)
-    outputs = model(input_ids=ids, output_hidden_states=True,
-                    output_attentions=config.wants_attentions, use_cache=False)
-    attentions = _attentions(outputs, config)
     start, length = len(prompt_ids), len(response_ids)
-    pos = torch.arange(start, start + length)
-    probs = prob_features(outputs.logits[0, pos - 1], ids[0, pos], config.top_k)
-    hidden = [outputs.hidden_states[layer][0, pos] for layer in config.hidden_layers]
+    if cached is None:
+        ids = torch.tensor([prompt_ids + response_ids], dtype=torch.long)
+        outputs = model(input_ids=ids, output_hidden_states=True,
+                        output_attentions=config.wants_attentions, use_cache=False)
+        query = torch.arange(start, start + length)  # rows of the response in this pass
+        logits = outputs.logits[0, query - 1]
+    else:
+        cache, last_logits = cached
+        ids = torch.tensor([response_ids], dtype=torch.long)
+        outputs = model(input_ids=ids, past_key_values=cache, use_cache=True,
+                        position_ids=torch.arange(start, start + length)[None],
+                        output_hidden_states=True, output_attentions=config.wants_attentions)
+        cache.crop(-length)
+        query = torch.arange(length)
+        logits = torch.cat([last_logits[None], outputs.logits[0, :length - 1].float()])
+    attentions = _attentions(outputs, config)
+    probs = prob_features(logits, torch.tensor(response_ids), config.top_k)
+    hidden = [outputs.hidden_states[layer][0, query] for layer in config.hidden_layers]
     window = config.attn_window
     attn = []
     if attentions:
+        pos = torch.arange(start, start + length)  # absolute positions = key indices
         keys = (pos[:, None] - window + torch.arange(window)).clamp(min=0)  # [R, n]
         for layer in config.attn_layer_ids(len(attentions)):
-            a = attentions[layer][0]  # [heads, T, T]
-            attn.append(a[:, pos[:, None], keys].permute(1, 0, 2))  # [R, heads, n]
+            a = attentions[layer][0]  # [heads, queries, keys]
+            attn.append(a[:, query[:, None], keys].permute(1, 0, 2))  # [R, heads, n]
     return combine(hidden, attn, probs)
 
 
@@ -110,6 +135,7 @@ class FeatureObserver:
         self.config = config
         self.wants_attentions = config.wants_attentions
         self.enabled = True
+        self.seconds = 0.0  # wall time spent in on_forward (the in-flight overhead)
         self._steps: list[torch.Tensor] = []  # one [B, D] per decode pass
         self._tokens: list[torch.Tensor] = []  # one [B] per decode pass
         self._last_logits: torch.Tensor | None = None  # [B, V]
@@ -117,6 +143,11 @@ class FeatureObserver:
     def on_forward(self, input_ids: torch.Tensor, outputs: Any, rows: list[int]) -> None:
         if not self.enabled:
             return
+        started = time.perf_counter()
+        self._collect(input_ids, outputs)
+        self.seconds += time.perf_counter() - started
+
+    def _collect(self, input_ids: torch.Tensor, outputs: Any) -> None:
         fed = input_ids.shape[1]
         cache = getattr(outputs, "past_key_values", None)
         is_prefill = cache is None or cache.get_seq_length() == fed

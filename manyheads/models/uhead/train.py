@@ -155,7 +155,7 @@ def train_head(train: list[Sample], val: list[Sample], features: FeatureConfig, 
             loss.backward()
             nn.utils.clip_grad_norm_(head.parameters(), 1.0)
             optimizer.step()
-            total += float(loss) * len(x)
+            total += loss.item() * len(x)
         scores, labels = labelled(val, predict(head, val))
         score = metrics.pr_auc(scores, labels) if val else -total
         if on_epoch:
