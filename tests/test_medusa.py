@@ -146,7 +146,7 @@ def test_vllm_export_names_and_shapes(tmp_path):
 
 @pytest.fixture(scope="module")
 def engine():
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    torch.set_num_threads(1)  # steadier than 2 on a CPU shared with other work
     return LocalEngine()
 
 
@@ -164,10 +164,10 @@ def _tokens(engine, prompt, max_tokens):
 
 
 def test_greedy_medusa_is_token_for_token_vanilla(engine):
-    want = [_tokens(engine, p, 48) for p in PROMPTS]
+    want = [_tokens(engine, p, 32) for p in PROMPTS]
     step = enable_medusa(engine)
     try:
-        got = [_tokens(engine, p, 48) for p in PROMPTS]
+        got = [_tokens(engine, p, 32) for p in PROMPTS]
     finally:
         engine.step = vanilla_step
     assert got == want

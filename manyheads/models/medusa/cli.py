@@ -70,6 +70,9 @@ def train(
     vocab: Annotated[str, typer.Option(help="training softmax over 'data' tokens or 'full'")
                      ] = "data",
     resume: Annotated[bool, typer.Option(help="continue from the last checkpoint")] = False,
+    generate: Annotated[bool, typer.Option(help="answer the prompts not cached yet first "
+                                                "(--no-generate: train on what is cached)")
+                        ] = True,
     threads: ThreadsOpt = None,
 ) -> None:
     """Self-distil the base model, then train Medusa-1 heads on its frozen hidden states."""
@@ -80,7 +83,8 @@ def train(
 
     work = _work_dir(work_dir, model)
     engine = _engine(model, threads)
-    _ensure_data(engine, work, max_new_tokens, gen_batch)
+    if generate:
+        _ensure_data(engine, work, max_new_tokens, gen_batch)
     config = TrainConfig(num_heads=num_heads, epochs=epochs, batch_size=batch_size, lr=lr,
                          checkpoint_every=checkpoint_every, max_minutes=max_minutes,
                          vocab=vocab)

@@ -107,9 +107,9 @@ def train(work_dir: str | Path, out_dir: str | Path, lm_head_weight: torch.Tenso
             loss.backward()
             optim.step()
             step += 1
-            losses.append(float(loss))
+            losses.append(loss.item())
             if progress:
-                progress(step, total, float(loss))
+                progress(step, total, losses[-1])
             out_of_time = (config.max_minutes is not None
                            and time.perf_counter() - started > 60 * config.max_minutes)
             if step % config.checkpoint_every == 0 or step == total or out_of_time:
