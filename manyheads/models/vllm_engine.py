@@ -45,7 +45,7 @@ class VLLMEngine(Engine):
     def __init__(self, model: str | Path | None = None, *, max_model_len: int = 4096,
                  dtype: str | None = None, memory_fraction: float | None = None,
                  speculative_config: dict[str, Any] | None = None, seed: int = 0,
-                 **llm_options: Any) -> None:
+                 log_stats: bool | None = None, **llm_options: Any) -> None:
         from vllm import LLM
 
         self.path = resolve_model(model)
@@ -62,7 +62,9 @@ class VLLMEngine(Engine):
                 gpu_memory_utilization=memory_fraction or (0.9 if cuda else 0.25),
                 speculative_config=speculative_config,
                 seed=seed,
-                disable_log_stats=speculative_config is None,
+                # Counters (``metrics()``) cost a little; on by default only for drafting.
+                disable_log_stats=not (log_stats if log_stats is not None
+                                       else speculative_config is not None),
                 # Compact JSON: a small model otherwise wanders into endless whitespace.
                 structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True},
                 **llm_options,
@@ -73,6 +75,7 @@ class VLLMEngine(Engine):
         self.context_len = max_model_len
         self._lock = threading.Lock()
         self._closed = False
+        self._log_stats = bool(log_stats if log_stats is not None else speculative_config)
 
     def _vllm_params(self, request: Request, prompt_len: int, **extra: Any):
         from vllm import SamplingParams
@@ -144,6 +147,9 @@ class VLLMEngine(Engine):
 
     def metrics(self) -> dict[str, float]:
         """vLLM's counters by name (speculative-decoding acceptance among them)."""
+        if not self._log_stats:
+            raise EngineError("this VLLMEngine keeps no counters",
+                              hint="create it with log_stats=True")
         values: dict[str, float] = {}
         for metric in self.llm.get_metrics():
             value = getattr(metric, "value", None)
