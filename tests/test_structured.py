@@ -10,7 +10,6 @@ from pydantic import BaseModel, Field
 from manyheads.errors import StructuredOutputError
 from manyheads.models import SamplingParams
 
-
 # Every string and list is bounded: a 135M model otherwise can loop inside one until max_tokens.
 Short = Annotated[str, Field(max_length=60)]
 

@@ -16,6 +16,8 @@ from manyheads.errors import ConfigError
 
 ROOM_MODULES = (
     "manyheads.orchestration.demo",
+    "manyheads.orchestration.spp",
+    "manyheads.orchestration.persuasion",
 )
 
 

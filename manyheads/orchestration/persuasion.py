@@ -1,0 +1,398 @@
+"""The double-blind persuasion room: a persuader with Theory of Mind against a hidden mind.
+
+Each round is four steps: the persuader guesses the persuadee's beliefs and desires (ToM) and picks
+a target and method, speaks, the persuadee answers from its hidden state, then decides to agree,
+continue or refuse. Double-blindness holds by construction: every persuader prompt is built from
+``PersuaderView``, a projection of the dialogue that has no hidden field, through ``Agent.view``.
+
+A step is a pair of pure functions (build the request, apply the completion), so the same steps
+run one dialogue as a LangGraph graph (``build_graph``) or many in lock-step (``run_batch``),
+where each step of a round goes to the engine as ONE ``chat`` batch over all active dialogues.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from manyheads.agents import Agent, AgentSpec, Turn
+from manyheads.agents.prompts import render
+from manyheads.errors import StructuredOutputError
+from manyheads.models import Engine, SamplingParams
+from manyheads.models.types import ChatMessage, Completion
+from manyheads.orchestration.persuasion_data import MentalAction, Scenario
+from manyheads.orchestration.registry import Room, register
+
+UNKNOWN = "unknown"
+Target = Literal["preventive_belief", "preventive_desire", "generative_belief",
+                 "generative_desire"]
+Method = Literal["refute", "divert", "remove_concern", "show_desire_met"]
+Outcome = Literal["active", "agreed", "refused", "turn_limit"]
+TOM_FIELDS: tuple[Target, ...] = ("preventive_belief", "preventive_desire", "generative_belief",
+                                  "generative_desire")
+
+
+class PersuasionConfig(BaseModel):
+    max_turns: int = Field(3, ge=1, le=20, description="persuader turns before the turn limit")
+    max_tokens: int = Field(64, ge=8, le=512, description="per utterance")
+    tom_max_tokens: int = Field(128, ge=16, le=1024, description="per ToM estimate (JSON)")
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    seed: int = 0
+    observer: bool = Field(False, description="score each ToM estimate against the hidden truth")
+    feedback: bool = Field(False, description="show the observer's scores to the persuader: "
+                                              "NOT double-blind, recorded as such")
+
+    @model_validator(mode="after")
+    def _feedback_needs_observer(self) -> PersuasionConfig:
+        if self.feedback and not self.observer:
+            self.observer = True
+        return self
+
+    @property
+    def double_blind(self) -> bool:
+        return not self.feedback
+
+
+class ToMEstimate(BaseModel):
+    """The persuader's guess of the hidden state, and where it will push; "unknown" allowed."""
+
+    preventive_belief: str = Field(max_length=60)
+    preventive_desire: str = Field(max_length=60)
+    generative_belief: str = Field(max_length=60)
+    generative_desire: str = Field(max_length=60)
+    target: Target
+    method: Method
+
+    @property
+    def focus(self) -> str:
+        """The guessed text of the target, or "" when the persuader does not know it."""
+        text = getattr(self, self.target).strip()
+        return "" if text.lower().strip(".") in (UNKNOWN, "", "none") else text
+
+
+FALLBACK_TOM = ToMEstimate(preventive_belief=UNKNOWN, preventive_desire=UNKNOWN,
+                           generative_belief=UNKNOWN, generative_desire=UNKNOWN,
+                           target="generative_belief", method="remove_concern")
+
+
+class Decision(BaseModel):
+    decision: Literal["agree", "continue", "refuse"]
+
+
+class DialogueState(BaseModel):
+    """One dialogue in progress, hidden state included: never shown to the persuader whole."""
+
+    key: str = Field(min_length=1, max_length=100)
+    scenario: Scenario
+    turns: list[Turn] = Field(default_factory=list)  # public utterances and observer notes
+    tom: list[ToMEstimate] = Field(default_factory=list)  # one per persuader turn
+    tom_fallbacks: int = 0  # estimates that failed to parse and were replaced by all-unknown
+    observer_scores: list[dict[str, float | None]] = Field(default_factory=list)
+    decisions: list[str] = Field(default_factory=list)
+    outcome: Outcome = "active"
+    persuader_prompts: list[list[ChatMessage]] = Field(default_factory=list)  # for leak checks
+
+    @property
+    def persuader_turns(self) -> int:
+        return sum(t.speaker == self.scenario.persuader for t in self.public_turns)
+
+    @property
+    def public_turns(self) -> list[Turn]:
+        return [t for t in self.turns if t.visibility == "public"]
+
+
+class PersuaderView(BaseModel):
+    """All the persuader may know. It has no hidden field, so no prompt built from it can leak."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    persuader: str
+    persuadee: str
+    background: str
+    goal: str
+    dialogue: tuple[Turn, ...]
+    tom: ToMEstimate | None = None
+    feedback: str | None = None  # observer scores; set only when the config is not double-blind
+
+
+def persuader_view(state: DialogueState, config: PersuasionConfig) -> PersuaderView:
+    """The projection every persuader prompt is built from."""
+    scenario = state.scenario
+    feedback = None
+    if config.feedback and state.observer_scores:
+        feedback = ", ".join(f"{k.replace('_', ' ')} {v:.2f}"
+                             for k, v in state.observer_scores[-1].items() if v is not None)
+    return PersuaderView(persuader=scenario.persuader, persuadee=scenario.persuadee,
+                         background=scenario.background, goal=scenario.goal,
+                         dialogue=tuple(state.public_turns),
+                         tom=state.tom[-1] if len(state.tom) > state.persuader_turns else None,
+                         feedback=feedback or None)
+
+
+def persuader_spec(view: PersuaderView) -> AgentSpec:
+    return AgentSpec(name=view.persuader, role="persuader",
+                     system_prompt=render("persuasion", "persuader_system", **_public(view)))
+
+
+def persuadee_spec(scenario: Scenario) -> AgentSpec:
+    """The persuadee's system prompt carries its hidden state, in the second person."""
+    preventive, generative = scenario.preventive, scenario.generative
+    return AgentSpec(
+        name=scenario.persuadee, role="persuadee",
+        system_prompt=render(
+            "persuasion", "persuadee_system", persuadee=scenario.persuadee,
+            persuader=scenario.persuader, background=scenario.background,
+            proposal=generative.content,
+            preventive_action="" if preventive.is_none else preventive.content,
+            preventive_belief=_second_person(preventive.belief),
+            preventive_desire=_second_person(preventive.desire),
+            generative_belief=_sentence(_second_person(generative.belief)),
+            generative_desire=_sentence(_second_person(generative.desire))))
+
+
+# -- steps: (state, config) -> Call, then (state, config, completion) -> state updated ---------
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request: the agent's spec and what ``Agent.view`` builds its conversation from."""
+
+    spec: AgentSpec
+    turns: list[Turn]
+    instruction: str
+    params: SamplingParams
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    request: Callable[[DialogueState, PersuasionConfig], Call]
+    apply: Callable[[DialogueState, PersuasionConfig, Completion], None]
+    response_model: type[BaseModel] | None = None
+
+
+def _tom_request(state: DialogueState, config: PersuasionConfig) -> Call:
+    view = persuader_view(state, config)
+    return Call(persuader_spec(view), list(view.dialogue),
+                render("persuasion", "tom_request", persuadee=view.persuadee),
+                _params(config, state, "tom", config.tom_max_tokens, stop=()))
+
+
+def _tom_apply(state: DialogueState, config: PersuasionConfig, completion: Completion) -> None:
+    try:
+        estimate = completion.value()
+    except StructuredOutputError:
+        estimate = FALLBACK_TOM
+        state.tom_fallbacks += 1
+    state.tom.append(estimate)
+    if config.observer:
+        from manyheads.orchestration.persuasion_metrics import tom_scores
+
+        scores = tom_scores(estimate, state.scenario)
+        state.observer_scores.append(scores)
+        note = ", ".join(f"{k} {v:.2f}" for k, v in scores.items() if v is not None)
+        state.turns.append(Turn(speaker="observer", content=f"ToM scores: {note or 'n/a'}",
+                                visibility="observer"))
+
+
+def _persuader_request(state: DialogueState, config: PersuasionConfig) -> Call:
+    view = persuader_view(state, config)
+    instruction = render("persuasion", "reply" if view.dialogue else "opening", **_public(view))
+    plan = render("persuasion", "plan", tom=view.tom, feedback=view.feedback)
+    return Call(persuader_spec(view), list(view.dialogue), f"{instruction} {plan}".strip(),
+                _params(config, state, "persuader", config.max_tokens,
+                        stop=("\n\n", f"\n{view.persuadee}:")))
+
+
+def _persuader_apply(state: DialogueState, config: PersuasionConfig,
+                     completion: Completion) -> None:
+    scenario = state.scenario
+    state.turns.append(Turn(speaker=scenario.persuader,
+                            content=_utterance(completion.text, scenario.persuader,
+                                               scenario.persuadee)))
+
+
+def _persuadee_request(state: DialogueState, config: PersuasionConfig) -> Call:
+    scenario = state.scenario
+    return Call(persuadee_spec(scenario), state.public_turns,
+                render("persuasion", "persuadee_reply", persuader=scenario.persuader),
+                _params(config, state, "persuadee", config.max_tokens,
+                        stop=("\n\n", f"\n{scenario.persuader}:")))
+
+
+def _persuadee_apply(state: DialogueState, config: PersuasionConfig,
+                     completion: Completion) -> None:
+    scenario = state.scenario
+    state.turns.append(Turn(speaker=scenario.persuadee,
+                            content=_utterance(completion.text, scenario.persuadee,
+                                               scenario.persuader)))
+
+
+def _decision_request(state: DialogueState, config: PersuasionConfig) -> Call:
+    scenario = state.scenario
+    return Call(persuadee_spec(scenario), state.public_turns,
+                render("persuasion", "decision", proposal=scenario.generative.content),
+                _params(config, state, "decision", 16, stop=()))
+
+
+def _decision_apply(state: DialogueState, config: PersuasionConfig,
+                    completion: Completion) -> None:
+    try:
+        decision = completion.value().decision
+    except StructuredOutputError:
+        decision = "continue"  # a garbled decision must not end (or break) the dialogue
+    state.decisions.append(decision)
+    if decision == "agree":
+        state.outcome = "agreed"
+    elif decision == "refuse":
+        state.outcome = "refused"
+    elif state.persuader_turns >= config.max_turns:
+        state.outcome = "turn_limit"
+
+
+TOM = Step("tom", _tom_request, _tom_apply, ToMEstimate)
+PERSUADER = Step("persuader", _persuader_request, _persuader_apply)
+PERSUADEE = Step("persuadee", _persuadee_request, _persuadee_apply)
+DECIDE = Step("decide", _decision_request, _decision_apply, Decision)
+ROUND = (TOM, PERSUADER, PERSUADEE, DECIDE)
+
+
+def run_step(engine: Engine, step: Step, states: list[DialogueState],
+             config: PersuasionConfig) -> None:
+    """One engine batch for ``step`` over all ``states``, applied to each in place."""
+    if not states:
+        return
+    calls = [step.request(state, config) for state in states]
+    conversations = [Agent(call.spec, engine).view(call.turns, call.instruction)
+                     for call in calls]
+    completions = engine.chat(conversations, [call.params for call in calls],
+                              response_model=step.response_model)
+    for state, call, conversation, completion in zip(states, calls, conversations, completions,
+                                                      strict=True):
+        if call.spec.role == "persuader":
+            state.persuader_prompts.append(conversation)
+        step.apply(state, config, completion)
+
+
+def new_dialogue(key: str, scenario: Scenario) -> DialogueState:
+    return DialogueState(key=key, scenario=scenario)
+
+
+def run_batch(engine: Engine, items: Iterable[tuple[str, Scenario]], config: PersuasionConfig,
+              *, concurrency: int = 8,
+              on_done: Callable[[DialogueState], None] | None = None) -> list[DialogueState]:
+    """Run dialogues ``concurrency`` at a time in lock-step rounds; returns them as they ended.
+
+    A finished dialogue's slot is refilled at the start of the next round, so the batch stays
+    full. Every dialogue ends within ``config.max_turns`` rounds, which bounds the loop.
+    """
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    pending = deque(items)
+    active: list[DialogueState] = []
+    finished: list[DialogueState] = []
+    while pending or active:
+        while pending and len(active) < concurrency:
+            active.append(new_dialogue(*pending.popleft()))
+        for step in ROUND:
+            run_step(engine, step, active, config)
+        for state in [s for s in active if s.outcome != "active"]:
+            finished.append(state)
+            if on_done is not None:
+                on_done(state)
+        active = [s for s in active if s.outcome == "active"]
+    return finished
+
+
+class GraphState(TypedDict):
+    dialogue: dict
+
+
+def build_graph(engine: Engine, config: PersuasionConfig, *, checkpointer=None):
+    """One dialogue as a graph: ToM, persuader, persuadee, decide, until it ends."""
+
+    def node(step: Step) -> Callable[[GraphState], GraphState]:
+        def run(state: GraphState) -> GraphState:
+            dialogue = DialogueState.model_validate(state["dialogue"])
+            run_step(engine, step, [dialogue], config)
+            return {"dialogue": dialogue.model_dump(mode="json")}
+
+        return run
+
+    def next_round(state: GraphState) -> str:
+        return "tom" if state["dialogue"]["outcome"] == "active" else END
+
+    graph = StateGraph(GraphState)
+    for step in ROUND:
+        graph.add_node(step.name, node(step))
+    graph.add_edge(START, "tom")
+    graph.add_edge("tom", "persuader")
+    graph.add_edge("persuader", "persuadee")
+    graph.add_edge("persuadee", "decide")
+    graph.add_conditional_edges("decide", next_round, ["tom", END])
+    return graph.compile(checkpointer=checkpointer)
+
+
+def run_dialogue(engine: Engine, scenario: Scenario, config: PersuasionConfig | None = None,
+                 *, key: str = "0") -> DialogueState:
+    """One interactive dialogue through the graph."""
+    config = config or PersuasionConfig()
+    graph = build_graph(engine, config)
+    result = graph.invoke({"dialogue": new_dialogue(key, scenario).model_dump(mode="json")},
+                          {"recursion_limit": 4 * config.max_turns + 4})
+    return DialogueState.model_validate(result["dialogue"])
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _public(view: PersuaderView) -> dict[str, str]:
+    return {"persuader": view.persuader, "persuadee": view.persuadee,
+            "background": view.background, "goal": view.goal}
+
+
+def _params(config: PersuasionConfig, state: DialogueState, step: str, max_tokens: int,
+            stop: tuple[str, ...]) -> SamplingParams:
+    """Seeded per dialogue, turn and step, so a regenerated dialogue comes out the same."""
+    text = f"{config.seed}:{state.key}:{len(state.turns)}:{len(state.tom)}:{step}"
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+    return SamplingParams(max_tokens=max_tokens, temperature=config.temperature, seed=seed,
+                          stop=stop)
+
+
+def _utterance(text: str, speaker: str, other: str) -> str:
+    """The speaker's own words: a small model may prefix its name or script the other side."""
+    text = text.strip()
+    names = f"({re.escape(speaker)}|{re.escape(other)})"
+    text = re.sub(rf"^\s*{names}\s*:\s*", "", text)
+    text = re.split(rf"\n\s*{names}\s*:", text)[0].strip()
+    return text or "..."
+
+
+def _second_person(text: str) -> str:
+    text = re.sub(r"^\s*persuadee\s+believes\b", "you believe", text.strip(), flags=re.I)
+    text = re.sub(r"^\s*persuadee\s+wants\b", "you want", text, flags=re.I)
+    return re.sub(r"^\s*persuadee\s+", "you ", text, flags=re.I).rstrip(".")
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
+
+
+def hidden_texts(scenario: Scenario) -> list[str]:
+    """The hidden beliefs and desires worth guarding ("none" placeholders are not secrets)."""
+    actions: tuple[MentalAction, ...] = (scenario.preventive, scenario.generative)
+    texts = [t for a in actions for t in (a.belief, a.desire)]
+    return [t for t in texts if t.strip().rstrip(".").lower() not in ("none", UNKNOWN, "")]
+
+
+register(Room(name="persuasion",
+              description="double-blind persuasion with Theory of Mind over a hidden mind",
+              config=PersuasionConfig, build=build_graph))
