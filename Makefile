@@ -5,7 +5,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 
-.PHONY: run test lint bench install clean
+.PHONY: run demo test lint browser bench install clean
 
 install: $(STAMP)
 
@@ -27,12 +27,21 @@ endif
 	touch $(STAMP)
 
 run: install
+	$(VENV)/bin/manyheads ui
+
+demo: install
 	$(VENV)/bin/manyheads demo
 
 lint: install
 	$(VENV)/bin/ruff check manyheads tests bench
 
-test: lint
+# The browser test drives Debian's chromium through Playwright's client (no Playwright download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	    if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+
+test: lint browser
 	$(VENV)/bin/pytest -x -q
 
 bench: install

@@ -1,10 +1,11 @@
-"""The ``manyheads`` command: chat, models, serve, demo, and the ``db`` group."""
+"""The ``manyheads`` command: chat, models, serve, demo, ui, and the tool groups."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -130,6 +131,17 @@ def demo(engine: EngineOpt = None, model: ModelOpt = None,
             session_id = run_demo(llm, store, config, resume=resume, show=show)
     console.print(f"\nstored as session [bold]{session_id}[/] "
                   f"(continue: manyheads demo --resume {session_id})")
+
+
+@app.command()
+def ui(host: str = "127.0.0.1", port: int = 8501) -> None:
+    """The chat app: Streamlit on localhost (open the printed URL)."""
+    page = Path(__file__).parent / "ui" / "app.py"
+    argv = [sys.executable, "-m", "streamlit", "run", str(page), "--server.address", host,
+            "--server.port", str(port), "--server.headless", "true",
+            "--browser.gatherUsageStats", "false"]
+    console.print(f"manyheads chat on http://{host}:{port}")
+    os.execv(argv[0], argv)
 
 
 def main() -> None:

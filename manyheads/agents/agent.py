@@ -6,6 +6,8 @@ is ever shown, from the turns its rules allow, so no prompt wording can leak a p
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -70,6 +72,20 @@ class Agent:
     def respond(self, turns: list[Turn], instruction: str | None = None,
                 params: SamplingParams | None = None) -> Completion:
         return self.engine.chat([self.view(turns, instruction)], params or self.spec.sampling)[0]
+
+    def speak(self, turns: list[Turn], instruction: str | None,
+              on_delta: Callable[[str], None]) -> str:
+        """Free text streamed to ``on_delta`` as it is decoded (a live UI); returns all of it."""
+
+        async def collect() -> str:
+            parts = []
+            async for delta in self.engine.stream(self.view(turns, instruction),
+                                                  self.spec.sampling):
+                parts.append(delta)
+                on_delta(delta)
+            return "".join(parts)
+
+        return asyncio.run(collect())
 
     def decide(self, turns: list[Turn], response_model: type[BaseModel], instruction: str,
                params: SamplingParams | None = None) -> BaseModel:

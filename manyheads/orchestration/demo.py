@@ -17,7 +17,10 @@ from pydantic import BaseModel, Field
 from manyheads.agents import Agent, AgentSpec, Turn
 from manyheads.agents.prompts import render
 from manyheads.models import Engine, SamplingParams
+from manyheads.orchestration.conversation import ChatOptions, Listener, Quiet, store_user_message
 from manyheads.orchestration.registry import Room, register
+
+USER = "you"  # the person in a chat, as agents see them
 
 
 class DemoConfig(BaseModel):
@@ -50,7 +53,9 @@ def make_agents(engine: Engine, config: DemoConfig) -> list[Agent]:
 
 
 def build_graph(engine: Engine, config: DemoConfig, *, checkpointer=None,
-                on_turn: OnTurn | None = None):
+                on_turn: OnTurn | None = None,
+                on_delta: Callable[[str, str], None] | None = None):
+    """``on_delta(speaker, text)``, when given, receives each turn's tokens as they come."""
     agents = make_agents(engine, config)
 
     def speak(state: DemoState) -> dict:
@@ -61,8 +66,13 @@ def build_graph(engine: Engine, config: DemoConfig, *, checkpointer=None,
             instruction = render("demo", "opening", guest=other.name, topic=config.topic)
         else:
             instruction = render("demo", "reply", other=other.name, topic=config.topic)
-        completion = agent.respond(turns, instruction)
-        turn = Turn(speaker=agent.name, content=completion.text.strip() or "(says nothing)")
+        if on_delta is None:
+            completion = agent.respond(turns, instruction)
+            text = completion.text
+        else:
+            completion = None  # streamed: no usage counts come back
+            text = agent.speak(turns, instruction, lambda delta: on_delta(agent.name, delta))
+        turn = Turn(speaker=agent.name, content=text.strip() or "(says nothing)")
         if on_turn is not None:
             turn = on_turn(index, turn, completion)
         return {"turns": [turn.model_dump()]}
@@ -90,40 +100,74 @@ def run_demo(engine: Engine, store, config: DemoConfig | None = None, *,
         session_id = session.id
     else:
         config = config or DemoConfig()
-        session_id = store.create_session("demo", title=config.topic,
-                                          config=config.model_dump()).id
-        for agent in make_agents(engine, config):
-            store.add_participant(session_id, name=agent.name, role=agent.spec.role,
-                                  spec=agent.spec.model_dump(mode="json"))
+        session_id = start_session(engine, store, config)
+    run_turns(engine, store, session_id, config,
+              on_stored=None if show is None else lambda message, turn: show(turn))
+    return session_id
+
+
+def start_session(engine: Engine, store, config: DemoConfig) -> str:
+    session_id = store.create_session("demo", title=config.topic,
+                                      config=config.model_dump()).id
+    for agent in make_agents(engine, config):
+        store.add_participant(session_id, name=agent.name, role=agent.spec.role,
+                              spec=agent.spec.model_dump(mode="json"))
+    return session_id
+
+
+def run_turns(engine: Engine, store, session_id: str, config: DemoConfig, *,
+              joined: Turn | None = None, on_stored: Callable[[Any, Turn], None] | None = None,
+              on_delta: Callable[[str, str], None] | None = None) -> None:
+    """``config.turns`` more turns (after ``joined``, a person's turn), or finish a crashed run."""
 
     def record(index: int, turn: Turn, completion: Any) -> Turn:
+        usage = completion.usage if completion is not None else None
         stored = store.append_message(
             session_id, role="assistant", participant=turn.speaker, content=turn.content,
-            prompt_tokens=completion.usage.prompt_tokens,
-            completion_tokens=completion.usage.completion_tokens,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
             idempotency_key=f"demo-turn-{index}")
         turn = turn.model_copy(update={"content": stored.content})
-        if show is not None:
-            show(turn)
+        if on_stored is not None:
+            on_stored(stored, turn)
         return turn
 
     run = {"configurable": {"thread_id": session_id}}
     store.set_status(session_id, "running")
     with store.checkpointer() as saver:
-        graph = build_graph(engine, config, checkpointer=saver, on_turn=record)
+        graph = build_graph(engine, config, checkpointer=saver, on_turn=record,
+                            on_delta=on_delta)
         snapshot = graph.get_state(run)
         try:
             if snapshot.next:  # interrupted mid-run: replay from the last checkpoint
                 graph.invoke(None, run)
             else:
                 done = len(snapshot.values.get("turns", [])) if snapshot.values else 0
-                graph.invoke({"turns": [], "target": done + config.turns}, run)
+                new = [joined.model_dump()] if joined else []
+                graph.invoke({"turns": new, "target": done + len(new) + config.turns}, run)
         except BaseException:
             store.set_status(session_id, "failed")
             raise
     store.set_status(session_id, "completed")
+
+
+def converse(engine: Engine, store, session_id: str | None, text: str, *,
+             listener: Listener | None = None, options: ChatOptions | None = None) -> str:
+    """Chat: the first message is the topic; later ones join the conversation as "you"."""
+    listener, options = listener or Quiet(), options or ChatOptions()
+    if session_id is None:
+        config = DemoConfig(**{"turns": 2, **options.config, "topic": text})
+        session_id, joined = start_session(engine, store, config), None
+    else:
+        config = DemoConfig(**{**store.get_session(session_id).config, **options.config})
+        joined = Turn(speaker=USER, content=text)
+    store_user_message(store, session_id, text, listener)
+    listener.status(f"{config.host} and {config.guest} are talking")
+    run_turns(engine, store, session_id, config, joined=joined,
+              on_stored=lambda message, turn: listener.message(message),
+              on_delta=listener.delta)
     return session_id
 
 
 register(Room(name="demo", description="two agents take turns on a topic", config=DemoConfig,
-              build=build_graph))
+              build=build_graph, converse=converse))

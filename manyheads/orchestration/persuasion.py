@@ -17,17 +17,30 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from manyheads.agents import Agent, AgentSpec, Turn
 from manyheads.agents.prompts import render
-from manyheads.errors import StructuredOutputError
+from manyheads.errors import ConfigError, StructuredOutputError
 from manyheads.models import Engine, SamplingParams
 from manyheads.models.types import ChatMessage, Completion
-from manyheads.orchestration.persuasion_data import MentalAction, Scenario
+from manyheads.orchestration.conversation import (
+    ChatOptions,
+    Listener,
+    Quiet,
+    open_session,
+    store_user_message,
+)
+from manyheads.orchestration.persuasion_data import (
+    MentalAction,
+    Scenario,
+    draft_scenarios,
+    load_scenarios,
+    package_scenarios,
+)
 from manyheads.orchestration.registry import Room, register
 
 UNKNOWN = "unknown"
@@ -350,6 +363,68 @@ def run_dialogue(engine: Engine, scenario: Scenario, config: PersuasionConfig | 
     return DialogueState.model_validate(result["dialogue"])
 
 
+def chat_scenario(engine: Engine, topic: str) -> tuple[Scenario, str]:
+    """A scenario for a chat topic, and where it came from.
+
+    The scenario agent writes one; when a small model cannot, a reference scenario from the
+    shipped CToMPersu split stands in (chosen by the topic's hash, so it is stable).
+    """
+    try:
+        return draft_scenarios(engine, topic, 1, attempts=2)[0].scenario, "scenario agent"
+    except ConfigError:
+        records = load_scenarios(package_scenarios())
+        index = int(hashlib.sha256(topic.encode()).hexdigest(), 16) % len(records)
+        return records[index].scenario, f"CToMPersu reference scenario {index}"
+
+
+def converse(engine: Engine, store, session_id: str | None, text: str, *,
+             listener: Listener | None = None, options: ChatOptions | None = None) -> str:
+    """Chat: each message is a topic; the room stages one dialogue on it and stores every turn.
+
+    Hidden mental states, ToM estimates and decisions are stored with ``observer`` visibility:
+    a front end shows them only in its observer view, and no agent ever reads them back.
+    """
+    listener, options = listener or Quiet(), options or ChatOptions()
+    config = PersuasionConfig(**options.config)
+    session_id = open_session(store, "persuasion", session_id, text, config)
+    store_user_message(store, session_id, text, listener)
+
+    def say(speaker: str, content: str, visibility: str = "public", **meta: Any) -> None:
+        listener.message(store.append_message(session_id, role="assistant", participant=speaker,
+                                              content=content, visibility=visibility,
+                                              meta=meta))
+
+    listener.status("the scenario agent is setting the scene")
+    scenario, source = chat_scenario(engine, text)
+    say("Scene", f"{scenario.background}\n\nGoal of {scenario.persuader}: {scenario.goal}",
+        source=source)
+    hidden = {"preventive": scenario.preventive.model_dump(),
+              "generative": scenario.generative.model_dump()}
+    say("Hidden state", f"{scenario.persuadee} wants to: {scenario.preventive.content}",
+        "observer", hidden=hidden)
+    graph = build_graph(engine, config)
+    seen = {"turns": 0, "tom": 0, "decisions": 0}
+    start = {"dialogue": new_dialogue(session_id, scenario).model_dump(mode="json")}
+    for values in graph.stream(start, {"recursion_limit": 4 * config.max_turns + 4},
+                               stream_mode="values"):
+        dialogue = DialogueState.model_validate(values["dialogue"])
+        for estimate in dialogue.tom[seen["tom"]:]:
+            say(f"{scenario.persuader} (ToM)", f"targets {estimate.target.replace('_', ' ')} "
+                f"by {estimate.method.replace('_', ' ')}", "observer",
+                estimate=estimate.model_dump())
+        for turn in dialogue.turns[seen["turns"]:]:
+            side = "persuader" if turn.speaker == scenario.persuader else "persuadee"
+            say(turn.speaker, turn.content, turn.visibility, side=side)
+        for decision in dialogue.decisions[seen["decisions"]:]:
+            say(f"{scenario.persuadee} (decision)", decision, "observer")
+        seen = {"turns": len(dialogue.turns), "tom": len(dialogue.tom),
+                "decisions": len(dialogue.decisions)}
+        listener.status(f"round {dialogue.persuader_turns} of {config.max_turns}")
+    say("Room", f"Outcome: {dialogue.outcome.replace('_', ' ')}", outcome=dialogue.outcome,
+        double_blind=config.double_blind)
+    return session_id
+
+
 # -- helpers -------------------------------------------------------------------------------------
 
 
@@ -395,4 +470,4 @@ def hidden_texts(scenario: Scenario) -> list[str]:
 
 register(Room(name="persuasion",
               description="double-blind persuasion with Theory of Mind over a hidden mind",
-              config=PersuasionConfig, build=build_graph))
+              config=PersuasionConfig, build=build_graph, converse=converse))

@@ -32,6 +32,14 @@ from manyheads.agents import Agent, AgentSpec, Turn
 from manyheads.agents.prompts import render
 from manyheads.errors import ManyheadsError, StructuredOutputError
 from manyheads.models import Engine, SamplingParams
+from manyheads.orchestration.conversation import (
+    ChatOptions,
+    Listener,
+    Quiet,
+    open_session,
+    step_verifier,
+    store_user_message,
+)
 from manyheads.orchestration.registry import Room, register
 
 ASSISTANT = "AI Assistant"
@@ -145,12 +153,14 @@ def build_graph(engine: Engine, config: SppConfig, *, checkpointer=None,
         system = render("spp", "single_system", personas=[p.model_dump() for p in personas])
         return [{"role": "system", "content": system}, {"role": "user", "content": instruction}]
 
-    def say(stage: str, round_: int, speaker: str, content: str) -> dict[str, Any]:
-        get_stream_writer()({"stage": stage, "round": round_, "speaker": speaker,
-                             "content": content})
+    def say(stage: str, round_: int, speaker: str, content: str,
+            steps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        event = {"stage": stage, "round": round_, "speaker": speaker, "content": content}
+        get_stream_writer()(event | ({"steps": steps} if steps else {}))
         return Turn(speaker=speaker, content=content).model_dump()
 
     def verify(task: str, text: str, round_: int) -> list[dict[str, Any]]:
+        """Every step of the answer with its score (none without a verifier)."""
         steps = answer_steps(text)
         if verifier is None or not steps:
             return []
@@ -160,8 +170,10 @@ def build_graph(engine: Engine, config: SppConfig, *, checkpointer=None,
             get_stream_writer()({"stage": "verify", "round": round_, "error": str(exc)})
             return []
         return [{"round": round_, "step": i, "text": step, "score": score}
-                for i, (step, score) in enumerate(zip(steps, scores, strict=False))
-                if score < config.flag_below]
+                for i, (step, score) in enumerate(zip(steps, scores, strict=False))]
+
+    def low(scored: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [step for step in scored if step["score"] < config.flag_below]
 
     def identify(state: SppState) -> dict:
         instruction = render("spp", "identify", task=state["task"], low=MIN_PERSONAS,
@@ -201,8 +213,9 @@ def build_graph(engine: Engine, config: SppConfig, *, checkpointer=None,
                  if t["speaker"] != ASSISTANT and t["content"] != "(no idea)"]
         text = assistant.respond([], render("spp", "draft", task=state["task"], notes=notes))
         text = text.text.strip() or "(no answer)"
-        return {"draft": text, "transcript": [say("draft", 0, ASSISTANT, text)],
-                "flags": verify(state["task"], text, 0)}
+        scored = verify(state["task"], text, 0)
+        return {"draft": text, "transcript": [say("draft", 0, ASSISTANT, text, scored)],
+                "flags": low(scored)}
 
     def critique(state: SppState) -> dict:
         personas, round_ = personas_of(state), state["round"] + 1
@@ -242,8 +255,10 @@ def build_graph(engine: Engine, config: SppConfig, *, checkpointer=None,
         text = assistant.respond([], render("spp", "revise", task=state["task"],
                                             draft=state["draft"], suggestions=suggestions))
         text = text.text.strip() or state["draft"]
-        return {"draft": text, "transcript": [say("revise", state["round"], ASSISTANT, text)],
-                "flags": verify(state["task"], text, state["round"])}
+        scored = verify(state["task"], text, state["round"])
+        return {"draft": text,
+                "transcript": [say("revise", state["round"], ASSISTANT, text, scored)],
+                "flags": low(scored)}
 
     def final(state: SppState) -> dict:
         return {"final": state["draft"],
@@ -295,5 +310,31 @@ def solve(engine: Engine, task: str, config: SppConfig | None = None, *,
                      approved=state["approved"], flags=state["flags"])
 
 
+def converse(engine: Engine, store, session_id: str | None, text: str, *,
+             listener: Listener | None = None, options: ChatOptions | None = None) -> str:
+    """Chat: each message is a task; every persona turn is stored as the room speaks it."""
+    listener, options = listener or Quiet(), options or ChatOptions()
+    config = SppConfig(**options.config)
+    session_id = open_session(store, "spp", session_id, text, config)
+    store_user_message(store, session_id, text, listener)
+    verifier = step_verifier(engine) if options.verify else None
+
+    def record(event: dict[str, Any]) -> None:
+        if "speaker" not in event:
+            listener.status(f"step verification skipped: {event.get('error', '')}")
+            return
+        steps = event.get("steps")
+        listener.message(store.append_message(
+            session_id, role="assistant", participant=event["speaker"], content=event["content"],
+            step_scores=[{"text": s["text"], "score": s["score"]} for s in steps] if steps
+            else None,
+            meta={"stage": event["stage"], "round": event["round"]}))
+        listener.status(f"{event['stage']} (round {event['round']}): {event['speaker']} spoke")
+
+    listener.status("choosing the personas this task needs")
+    solve(engine, text, config, verifier=verifier, on_event=record)
+    return session_id
+
+
 register(Room(name="spp", description="Solo Performance Prompting: personas brainstorm, critique "
-              "and refine one answer", config=SppConfig, build=build_graph))
+              "and refine one answer", config=SppConfig, build=build_graph, converse=converse))

@@ -1,0 +1,218 @@
+"""The manyheads chat app: pick a room, talk to its agents, reopen any stored session.
+
+Run it with ``manyheads ui``. The page holds no room logic: it lists rooms from the registry,
+calls a room's ``converse`` on a worker thread, and draws what the room stores. Engines and the
+store are cached per process; everything about a conversation lives in the store, so two
+browser tabs share nothing but what they both read from it.
+"""
+
+from __future__ import annotations
+
+import time
+import typing
+from typing import Any
+
+import streamlit as st
+
+from manyheads.errors import ManyheadsError
+from manyheads.models import Engine, make_engine
+from manyheads.orchestration.conversation import ChatOptions
+from manyheads.orchestration.registry import Room, rooms
+from manyheads.settings import get_settings
+from manyheads.storage import Store
+from manyheads.ui import render
+from manyheads.ui.runner import Turn
+
+ENGINES = {"local": "embedded local (PyTorch)", "vllm": "vLLM (in process)",
+           "openai": "OpenAI-compatible URL"}
+NEW = "new"
+
+
+@st.cache_resource(show_spinner="starting the engine...")
+def load_engine(kind: str, model: str, base_url: str, medusa: bool) -> Engine:
+    """One engine per choice, shared by every browser session of this process."""
+    settings = get_settings(base_url=base_url) if base_url else get_settings()
+    llm = make_engine(kind, model, settings=settings)
+    if medusa:
+        from manyheads.models.medusa.step import enable_medusa
+
+        llm.medusa = enable_medusa(llm)
+    return llm
+
+
+@st.cache_resource
+def load_store() -> Store:
+    return Store.open()
+
+
+def chat_rooms() -> dict[str, Room]:
+    return {name: room for name, room in rooms().items() if room.converse is not None}
+
+
+def config_overrides(room: Room) -> dict[str, Any]:
+    """Widgets for the room's simple config fields; returns only the changed values."""
+    changed: dict[str, Any] = {}
+    with st.expander("Room settings"):
+        for name, field in room.config.model_fields.items():
+            key, default = f"cfg-{room.name}-{name}", field.default
+            help_text = field.description
+            if field.annotation is bool:
+                value = st.toggle(name, value=default, key=key, help=help_text)
+            elif field.annotation in (int, float):
+                bounds = {type(m).__name__: m for m in field.metadata}
+                low = getattr(bounds.get("Ge"), "ge", None)
+                high = getattr(bounds.get("Le"), "le", None)
+                value = st.number_input(name, value=default, min_value=low, max_value=high,
+                                        key=key, help=help_text)
+            elif typing.get_origin(field.annotation) is typing.Literal:
+                options = list(typing.get_args(field.annotation))
+                value = st.selectbox(name, options, index=options.index(default), key=key,
+                                     help=help_text)
+            else:
+                continue
+            if value != default:
+                changed[name] = value
+    return changed
+
+
+def session_picker(store: Store, room: str) -> str | None:
+    """The session list of this room; a pending choice (a new or deleted session) wins."""
+    if "pending_pick" in st.session_state:
+        st.session_state[f"pick-{room}"] = st.session_state.pop("pending_pick")
+    sessions = {s.id: s for s in store.list_sessions(room=room, limit=50)}
+    options = [NEW, *sessions]
+    if st.session_state.get(f"pick-{room}") not in options:
+        st.session_state[f"pick-{room}"] = NEW
+
+    def label(session_id: str) -> str:
+        if session_id == NEW:
+            return "➕ new session"
+        session = sessions[session_id]
+        return f"{session.title[:40]} · {session.created_at:%m-%d %H:%M}"
+
+    picked = st.selectbox("Session", options, format_func=label, key=f"pick-{room}")
+    return None if picked == NEW else picked
+
+
+def session_tools(store: Store, session_id: str) -> None:
+    left, right = st.columns(2)
+    left.download_button("Export JSON", store.export_transcript(session_id, "json"),
+                         file_name=f"{session_id}.json", mime="application/json")
+    right.download_button("Export Markdown", store.export_transcript(session_id, "markdown"),
+                          file_name=f"{session_id}.md", mime="text/markdown")
+    if st.button("Delete session", type="secondary"):
+        store.delete_session(session_id)
+        st.session_state["pending_pick"] = NEW
+        st.rerun()
+
+
+def history(store: Store, session_id: str, observer: bool) -> None:
+    session = store.load(session_id)
+    artifacts = {a.id: a for a in session.artifacts}
+    for message in session.messages:
+        if render.visible(message, observer):
+            render.message(message, artifacts)
+
+
+def run_turn(llm: Engine, store: Store, room: Room, session_id: str | None, text: str,
+             options: ChatOptions, observer: bool) -> None:
+    """Send one message, draw the room's replies as they come, then show decoding stats."""
+    medusa = getattr(llm, "medusa", None)
+    before = (medusa.steps, medusa.tokens) if medusa else (0, 0)
+    started = time.perf_counter()
+    turn = Turn(lambda listener: room.converse(llm, store, session_id, text,
+                                               listener=listener, options=options))
+    status = st.status("the room is working...", expanded=False)
+    streamed: dict[str, int] = {}
+    tokens = 0
+    while (event := turn.next()).kind != "done":
+        if event.kind == "status":
+            status.update(label=event.text)
+        elif event.kind == "delta":
+            with st.chat_message(event.speaker, avatar=render.avatar(event.speaker)):
+                st.markdown(f"**{render.safe(event.speaker)}**")
+                st.write_stream(render.safe(d) for d in turn.deltas(event))
+            streamed[event.speaker] = streamed.get(event.speaker, 0) + 1
+        elif event.kind == "message":
+            message = event.message
+            tokens += message.completion_tokens
+            if streamed.get(message.participant or ""):  # already drawn token by token
+                streamed[message.participant] -= 1
+            elif render.visible(message, observer):
+                artifacts = {}
+                if "image_artifact" in (message.meta or {}):
+                    artifacts = {a.id: a for a in store.load(message.session_id).artifacts}
+                render.message(message, artifacts)
+        elif event.kind == "error":
+            status.update(label="stopped", state="error")
+            st.error(str(event.error))
+            hint = getattr(event.error, "hint", None)
+            if hint:
+                st.caption(hint)
+    elapsed = time.perf_counter() - started
+    stats = {"seconds": round(elapsed, 2), "completion tokens": tokens,
+             "tokens/s": round(tokens / elapsed, 1) if elapsed and tokens else None}
+    if medusa:
+        steps, made = medusa.steps - before[0], medusa.tokens - before[1]
+        stats["accepted tokens per step"] = round(made / steps, 2) if steps else None
+    st.session_state["last_stats"] = stats
+    if turn.result is not None:
+        status.update(label="done", state="complete")
+        if turn.result != session_id:  # a new session: select it in the sidebar
+            st.session_state["pending_pick"] = turn.result
+            st.rerun()
+    decoding_stats()
+
+
+def decoding_stats() -> None:
+    if "last_stats" in st.session_state:
+        with st.expander("decoding stats"):
+            st.json(st.session_state["last_stats"])
+
+
+def main() -> None:
+    st.set_page_config(page_title="manyheads", page_icon="🧠", layout="wide")
+    settings = get_settings()
+    try:
+        store = load_store()
+        available = chat_rooms()
+    except ManyheadsError as exc:
+        st.error(str(exc))
+        return
+    with st.sidebar:
+        st.header("manyheads")
+        name = st.selectbox("Room", list(available), key="room")
+        room = available[name]
+        st.caption(room.description)
+        kind = st.selectbox("Engine", list(ENGINES), format_func=ENGINES.get, key="engine")
+        model = st.text_input("Model", value=settings.model, key="model")
+        base_url = st.text_input("Server URL", value=settings.base_url,
+                                 key="base_url") if kind == "openai" else ""
+        medusa = st.toggle("Medusa heads", key="medusa", disabled=kind != "local",
+                           help="tree decoding with the shipped draft heads (local engine)")
+        verify = st.toggle("Step verification", key="verify",
+                           help="score reasoning steps with the shipped uncertainty head")
+        observer = st.toggle("Observer view", key="observer",
+                             help="show hidden mental states and ToM estimates")
+        overrides = config_overrides(room)
+        session_id = session_picker(store, name)
+        if session_id is not None:
+            session_tools(store, session_id)
+
+    st.title(f"{name} room")
+    if session_id is not None:
+        history(store, session_id, observer)
+    text = st.chat_input("Message the room")
+    if not text:
+        decoding_stats()
+        return
+    try:
+        llm = load_engine(kind, model, base_url, medusa and kind == "local")
+    except ManyheadsError as exc:
+        st.error(str(exc))
+        return
+    run_turn(llm, store, room, session_id, text,
+             ChatOptions(verify=verify, config=overrides), observer)
+
+
+main()
