@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from manyheads.errors import ManyheadsError
@@ -109,28 +110,63 @@ def serve(engine: EngineOpt = None, model: ModelOpt = None, host: str = "127.0.0
 
 @app.command()
 def demo(engine: EngineOpt = None, model: ModelOpt = None,
-         topic: Annotated[str | None, typer.Option(help="what the two agents discuss")] = None,
-         turns: Annotated[int | None, typer.Option(help="turns to add")] = None,
-         resume: Annotated[str | None, typer.Option(help="continue a stored session")] = None,
-         ) -> None:
-    """A short exchange between two agents, printed and stored; --resume continues one."""
+         room: Annotated[str, typer.Option(help="a room name, or 'all' for every room")] = "all",
+         topic: Annotated[str | None, typer.Option(help="demo room: what the agents discuss")]
+         = None,
+         turns: Annotated[int | None, typer.Option(help="demo room: turns to add")] = None,
+         resume: Annotated[str | None, typer.Option(help="demo room: continue a session")]
+         = None) -> None:
+    """Run every room once on its example (or one room), printing and storing the transcripts.
+
+    --topic, --turns and --resume drive the two-agent demo room alone.
+    """
     from manyheads.models import make_engine
     from manyheads.orchestration.demo import DemoConfig, run_demo
+    from manyheads.orchestration.registry import get_room, rooms
     from manyheads.storage import Store
 
     overrides = {k: v for k, v in {"topic": topic, "turns": turns}.items() if v is not None}
-    config = DemoConfig(**overrides) if (overrides or resume is None) else None
-
-    def show(turn) -> None:
-        console.print(f"[bold cyan]{turn.speaker}:[/] {turn.content}", highlight=False)
-
+    if overrides or resume is not None:
+        room = "demo"
+    chosen = [r for r in rooms().values() if r.converse] if room == "all" else [get_room(room)]
     with Store.open() as store:
         with console.status("starting the engine..."):
             llm = make_engine(engine, model)
         with llm:
-            session_id = run_demo(llm, store, config, resume=resume, show=show)
-    console.print(f"\nstored as session [bold]{session_id}[/] "
-                  f"(continue: manyheads demo --resume {session_id})")
+            for each in chosen:
+                console.rule(f"[bold]{each.name}[/]: {each.description}")
+                if each.name == "demo" and (overrides or resume is not None):
+                    config = DemoConfig(**overrides) if (overrides or resume is None) else None
+                    session_id = run_demo(llm, store, config, resume=resume,
+                                          show=lambda turn: _say(turn.speaker, turn.content))
+                else:
+                    _say("you", each.example)
+                    session_id = each.converse(llm, store, None, each.example,
+                                               listener=PrintingListener())
+                console.print(f"\nstored as session [bold]{session_id}[/]")
+                if each.name == "demo":
+                    console.print(f"(continue: manyheads demo --resume {session_id})")
+
+
+def _say(speaker: str, content: str, observer: bool = False) -> None:
+    style = "dim" if observer else "bold cyan"
+    tag = " [observer]" if observer else ""
+    console.print(f"[{style}]{escape(speaker)}{tag}:[/] {escape(content)}", highlight=False)
+
+
+class PrintingListener:
+    """A room listener for the terminal: stored messages as lines, progress dimmed."""
+
+    def status(self, text: str) -> None:
+        console.print(f"[dim]… {escape(text)}[/]", highlight=False)
+
+    def message(self, message) -> None:
+        if message.participant != "you":
+            _say(message.participant or message.role, message.content,
+                 message.visibility != "public")
+
+    def delta(self, speaker: str, text: str) -> None:
+        pass  # the whole turn is printed once it is stored
 
 
 @app.command()

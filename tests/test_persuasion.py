@@ -248,7 +248,7 @@ def test_killed_batch_resumes_without_loss_or_duplicates(tmp_path):
     url = f"sqlite:///{tmp_path / 'store.db'}"
     env = {**os.environ, "MANYHEADS_DATABASE_URL": url, "HF_HUB_OFFLINE": "1"}
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "manyheads.orchestration.generate_cli", "persuasion",
+    command = [sys.executable, "-m", "manyheads.cli", "generate", "persuasion",
                "--scenarios", str(package_scenarios()), "--out", str(out), "--n", "3",
                "--concurrency", "2", "--engine", "local", "--max-turns", "1",
                "--max-tokens", "8", "--tom-max-tokens", "16", "--name", "resume-test"]

@@ -45,7 +45,8 @@ def test_models_command_shows_the_converted_folder():
 @pytest.mark.slow
 def test_demo_stores_its_transcript_and_resumes(tmp_path: Path):
     env = {"MANYHEADS_DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}"}
-    first = manyheads("demo", "--engine", "local", "--turns", "2", env=env)
+    first = manyheads("demo", "--room", "demo", "--engine", "local", "--turns", "2",
+                      env=env)
     assert first.returncode == 0, first.stderr
     session_id = first.stdout.split("stored as session")[1].split()[0]
     second = manyheads("demo", "--engine", "local", "--turns", "1", "--resume", session_id,

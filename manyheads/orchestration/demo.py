@@ -170,4 +170,5 @@ def converse(engine: Engine, store, session_id: str | None, text: str, *,
 
 
 register(Room(name="demo", description="two agents take turns on a topic", config=DemoConfig,
-              build=build_graph, converse=converse))
+              build=build_graph, converse=converse,
+              example="keeping a small vegetable garden on a balcony"))

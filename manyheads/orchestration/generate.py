@@ -157,7 +157,7 @@ def dataset_items(store: Store, name: str) -> tuple[dict[str, Any], list[dict[st
 
 
 def export(store: Store, name: str, out: str | Path) -> dict[str, Any]:
-    """Write JSONL, README.md and (when the libraries exist) Parquet and an HF dataset folder."""
+    """Write JSONL, Parquet, an HF ``datasets`` folder, metrics.json and the README card."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config, payloads = dataset_items(store, name)
@@ -165,40 +165,29 @@ def export(store: Store, name: str, out: str | Path) -> dict[str, Any]:
         for item in payloads:
             handle.write(json.dumps(item, ensure_ascii=False) + "\n")
     metrics = summarise(payloads)
-    formats = ["jsonl"] + _tabular(payloads, out)
+    formats = ["jsonl", *tabular(payloads, out, ROOM)]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     (out / "README.md").write_text(card(name, config, metrics, formats), encoding="utf-8")
     return {"metrics": metrics, "formats": formats, "path": str(out)}
 
 
-def _tabular(payloads: list[dict[str, Any]], out: Path) -> list[str]:
-    """Parquet needs pyarrow, the HF folder needs ``datasets``; nested fields go as JSON text."""
+def tabular(payloads: list[dict[str, Any]], out: Path, stem: str) -> list[str]:
+    """``<stem>.parquet`` and an HF ``datasets`` folder; nested fields go as JSON text."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     rows = [{k: json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v
              for k, v in item.items()} for item in payloads]
-    written = []
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        return written
-    pq.write_table(pa.Table.from_pylist(rows), out / "persuasion.parquet")
-    written.append("parquet")
-    try:
-        import datasets
-    except ImportError:
-        return written
+    pq.write_table(pa.Table.from_pylist(rows), out / f"{stem}.parquet")
     datasets.Dataset.from_list(rows).save_to_disk(str(out / "hf_dataset"))
-    written.append("hf_datasets")
-    return written
+    return ["parquet", "hf_datasets"]
 
 
 def card(name: str, config: dict[str, Any], metrics: dict[str, Any], formats: list[str]) -> str:
     """The dataset card: where the data came from, how it was made, what it measures."""
     blind = "yes" if config.get("double_blind", True) else (
         "NO: the persuader saw the observer's scores of its guesses (feedback mode)")
-    missing = [] if "hf_datasets" in formats else [
-        "Parquet needs `pyarrow`" if "parquet" not in formats else None,
-        "the Hugging Face folder needs `datasets`"]
     lines = [
         f"# {name}",
         "",
@@ -212,8 +201,7 @@ def card(name: str, config: dict[str, Any], metrics: dict[str, Any], formats: li
         f"- Engine: {config.get('engine')}, model: {config.get('model')}",
         f"- Dialogues: {metrics.get('dialogues', 0)} of {config.get('n')} "
         f"over {config.get('scenarios')} scenarios",
-        f"- Files: {', '.join(formats)}" + (
-            f" ({'; '.join(m for m in missing if m)})" if missing else ""),
+        f"- Files: {', '.join(formats)} (load the folder with `datasets.load_from_disk`)",
         "",
         "## Settings",
         "",

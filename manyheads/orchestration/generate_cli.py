@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -11,16 +10,11 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from manyheads.errors import ConfigError, ManyheadsError
+from manyheads.errors import ConfigError
 
 generate_app = typer.Typer(help="Generate datasets with the rooms.", no_args_is_help=True,
                            pretty_exceptions_enable=False)
 console = Console(stderr=True)
-
-
-@generate_app.callback()
-def _group() -> None:
-    """Keep ``generate`` a group even while it has a single command."""
 
 
 @generate_app.command()
@@ -93,13 +87,72 @@ def persuasion(
     typer.echo(json.dumps(result["metrics"]))
 
 
-def main() -> None:
-    try:
-        generate_app()
-    except ManyheadsError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(2)
+@generate_app.command()
+def room(
+    name: Annotated[str, typer.Argument(help="a chat room: spp, multiplex, ...")],
+    out: Annotated[Path, typer.Option(help="folder for the JSONL, card and tables")],
+    prompts: Annotated[Path | None, typer.Option(
+        help='JSONL of {"prompt": "..."} (default: spp the trivia_n5 items, multiplex its '
+             "question set)")] = None,
+    n: Annotated[int | None, typer.Option(help="the first N prompts only")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", "-e",
+                                               help="local | vllm | openai")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m")] = None,
+    verify: Annotated[bool, typer.Option(help="store UHead step scores")] = False,
+    setting: Annotated[list[str] | None, typer.Option(
+        "--set", help="room setting as key=value (JSON value), e.g. --set max_rounds=1")] = None,
+    dataset: Annotated[str | None, typer.Option(
+        "--name", help="dataset name in the store (default: <room>-<out folder name>)")] = None,
+) -> None:
+    """One stored session per prompt through any chat room; rerun to resume after a kill."""
+    from manyheads.models import make_engine
+    from manyheads.orchestration.conversation import ChatOptions
+    from manyheads.orchestration.generate_chat import export, generate_chat, load_prompts
+    from manyheads.orchestration.registry import get_room
+    from manyheads.storage.store import Store
+
+    chosen = get_room(name)
+    texts = load_prompts(prompts) if prompts is not None else default_prompts(name)
+    texts = texts[:n] if n is not None else texts
+    options = ChatOptions(verify=verify, config=parse_settings(setting or []))
+    chosen.config(**options.config)  # a bad setting fails here, before the engine starts
+    dataset = dataset or f"{name}-{out.resolve().name}"
+    with make_engine(engine, model) as llm, Store.open() as store:
+        columns = (TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn())
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("sessions", total=len(texts))
+            counts = generate_chat(llm, store, chosen, texts, name=dataset, options=options,
+                                   on_progress=lambda done: progress.update(task,
+                                                                            completed=done))
+        result = export(store, dataset, out)
+    console.print(f"{counts['generated']} generated, {counts['skipped']} already stored; "
+                  f"wrote {', '.join(result['formats'])} to {out}")
+    typer.echo(json.dumps(result["metrics"]))
 
 
-if __name__ == "__main__":
-    main()
+def default_prompts(room: str) -> list[str]:
+    if room == "spp":
+        from manyheads.orchestration.spp_eval import item_prompt, load_items
+
+        return [item_prompt("trivia_n5", item) for item in load_items("trivia_n5")]
+    if room == "multiplex":
+        from manyheads.orchestration.multiplex_eval import load_questions
+
+        return [row["question"] for row in load_questions()]
+    raise ConfigError(f"room {room!r} has no default prompts", hint="pass --prompts FILE")
+
+
+def parse_settings(pairs: list[str]) -> dict[str, object]:
+    """``key=value`` pairs; values are JSON when they parse (1, true, "x"), else strings."""
+    settings: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair!r}: expected key=value")
+        try:
+            settings[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key.strip()] = value
+    return settings
+

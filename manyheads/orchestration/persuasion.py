@@ -470,4 +470,5 @@ def hidden_texts(scenario: Scenario) -> list[str]:
 
 register(Room(name="persuasion",
               description="double-blind persuasion with Theory of Mind over a hidden mind",
-              config=PersuasionConfig, build=build_graph, converse=converse))
+              config=PersuasionConfig, build=build_graph, converse=converse,
+              example="getting a flatmate to join a weekly cooking rota"))

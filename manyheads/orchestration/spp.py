@@ -337,4 +337,6 @@ def converse(engine: Engine, store, session_id: str | None, text: str, *,
 
 
 register(Room(name="spp", description="Solo Performance Prompting: personas brainstorm, critique "
-              "and refine one answer", config=SppConfig, build=build_graph, converse=converse))
+              "and refine one answer", config=SppConfig, build=build_graph, converse=converse,
+              example="Write a short poem that names the capital of France and the largest "
+                      "planet."))
