@@ -54,6 +54,8 @@ def test_demo_room_streams_agents_and_reopens_from_the_database(db_url):
     assert names[0] == "user" and {"Ada", "Basil"} <= set(names)
     picked = app.selectbox(key="pick-demo").value
     assert picked != "new"  # the new session is selected after the turn
+    stats = next(e for e in app.expander if e.label == "decoding stats").json[0].value
+    assert '"streamed chunks"' in stats and '"engine seconds"' in stats
 
     later = AppTest.from_file(str(APP), default_timeout=TIMEOUT)  # a browser tab opened later
     later.run()
@@ -101,3 +103,19 @@ def test_spp_room_shows_personas_rounds_and_step_scores(db_url):
     assert "critique" in page_text(app)
     scored = [m for m in app.markdown if "UHead score" in m.value]
     assert scored, "the draft's steps are coloured by their UHead scores"
+
+
+def test_multiplex_panel_shows_each_perspective_and_the_pds_chart(db_url):
+    app = send(open_app("multiplex", max_tokens=24, member_tokens=16),
+               "Why do people keep old family recipes?")
+    names = chat_names(app)
+    assert "Synthesizer" in names and len(set(names)) >= 8  # you, 6+ members, synthesizer
+    assert any("PDS entropy" in caption.value for caption in app.caption)
+
+
+def test_studio_shows_the_picture_its_layout_and_subjects(db_url):
+    app = send(open_app("studio", max_rounds=0, max_tokens=96),
+               "A red ball lies next to a small dog.")
+    assert "Drawer" in chat_names(app)
+    assert app.get("image"), "the turn's picture is on the page"
+    assert {"subject database", "layout boxes"} <= {e.label for e in app.expander}

@@ -8,6 +8,7 @@ structured-output parsing into a validated object or a typed error, and the publ
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -31,11 +32,29 @@ class Request:
         return not isinstance(self.prompt, str)
 
 
+@dataclass
+class Tally:
+    """What an engine has done since it started; a UI shows the difference over one turn."""
+
+    batches: int = 0
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    busy_s: float = 0.0  # wall time inside batches and streams
+    stream_chunks: int = 0  # streamed deltas (a delta may hold more than one token)
+
+
 class Engine(abc.ABC):
     """Batch ``generate``/``chat``, async ``stream``, JSON-schema outputs via ``response_model``."""
 
     name: str = "engine"
     model_name: str = ""
+
+    @property
+    def tally(self) -> Tally:
+        if "_tally" not in self.__dict__:
+            self._tally = Tally()
+        return self._tally
 
     def generate(self, prompts: Sequence[str], params: SamplingParams | Sequence[SamplingParams]
                  | None = None, response_model: type[BaseModel] | None = None) -> list[Completion]:
@@ -57,15 +76,30 @@ class Engine(abc.ABC):
         """Run prepared requests as one batch; a raw ``schema`` constrains but is not parsed."""
         for request in requests:
             check_prompt(request.prompt)
-        return self._run(requests) if requests else []
+        if not requests:
+            return []
+        started = time.perf_counter()
+        completions = self._run(requests)
+        tally = self.tally
+        tally.busy_s += time.perf_counter() - started
+        tally.batches += 1
+        tally.requests += len(requests)
+        tally.prompt_tokens += sum(c.usage.prompt_tokens for c in completions)
+        tally.completion_tokens += sum(c.usage.completion_tokens for c in completions)
+        return completions
 
     async def stream(self, prompt: Prompt, params: SamplingParams | None = None
                      ) -> AsyncIterator[str]:
         """Yield text deltas as they are generated; joined they equal the full completion."""
         request = Request(prompt, params or SamplingParams())
         check_prompt(request.prompt)
-        async for delta in self._stream(request):
-            yield delta
+        started = time.perf_counter()
+        try:
+            async for delta in self._stream(request):
+                self.tally.stream_chunks += 1
+                yield delta
+        finally:
+            self.tally.busy_s += time.perf_counter() - started
 
     def close(self) -> None:  # noqa: B027 - engines without resources need nothing here
         """Release the model and any worker processes; safe to call twice."""

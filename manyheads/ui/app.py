@@ -8,6 +8,7 @@ browser tabs share nothing but what they both read from it.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import typing
 from typing import Any
@@ -16,6 +17,7 @@ import streamlit as st
 
 from manyheads.errors import ManyheadsError
 from manyheads.models import Engine, make_engine
+from manyheads.models.engine import Tally
 from manyheads.orchestration.conversation import ChatOptions
 from manyheads.orchestration.registry import Room, rooms
 from manyheads.settings import get_settings
@@ -119,12 +121,12 @@ def run_turn(llm: Engine, store: Store, room: Room, session_id: str | None, text
     """Send one message, draw the room's replies as they come, then show decoding stats."""
     medusa = getattr(llm, "medusa", None)
     before = (medusa.steps, medusa.tokens) if medusa else (0, 0)
+    tally = dataclasses.replace(llm.tally)
     started = time.perf_counter()
     turn = Turn(lambda listener: room.converse(llm, store, session_id, text,
                                                listener=listener, options=options))
     status = st.status("the room is working...", expanded=False)
     streamed: dict[str, int] = {}
-    tokens = 0
     while (event := turn.next()).kind != "done":
         if event.kind == "status":
             status.update(label=event.text)
@@ -135,7 +137,6 @@ def run_turn(llm: Engine, store: Store, room: Room, session_id: str | None, text
             streamed[event.speaker] = streamed.get(event.speaker, 0) + 1
         elif event.kind == "message":
             message = event.message
-            tokens += message.completion_tokens
             if streamed.get(message.participant or ""):  # already drawn token by token
                 streamed[message.participant] -= 1
             elif render.visible(message, observer):
@@ -149,9 +150,7 @@ def run_turn(llm: Engine, store: Store, room: Room, session_id: str | None, text
             hint = getattr(event.error, "hint", None)
             if hint:
                 st.caption(hint)
-    elapsed = time.perf_counter() - started
-    stats = {"seconds": round(elapsed, 2), "completion tokens": tokens,
-             "tokens/s": round(tokens / elapsed, 1) if elapsed and tokens else None}
+    stats = turn_stats(tally, llm.tally, time.perf_counter() - started)
     if medusa:
         steps, made = medusa.steps - before[0], medusa.tokens - before[1]
         stats["accepted tokens per step"] = round(made / steps, 2) if steps else None
@@ -162,6 +161,18 @@ def run_turn(llm: Engine, store: Store, room: Room, session_id: str | None, text
             st.session_state["pending_pick"] = turn.result
             st.rerun()
     decoding_stats()
+
+
+def turn_stats(before: Tally, after: Tally, elapsed: float) -> dict[str, Any]:
+    """The engine's work over one turn; tokens/s is over engine time, not page time."""
+    tokens = after.completion_tokens - before.completion_tokens
+    busy = after.busy_s - before.busy_s
+    return {"seconds": round(elapsed, 2), "engine seconds": round(busy, 2),
+            "engine batches": after.batches - before.batches,
+            "requests": after.requests - before.requests,
+            "completion tokens": tokens,
+            "streamed chunks": after.stream_chunks - before.stream_chunks,
+            "tokens/s (batched)": round(tokens / busy, 1) if busy and tokens else None}
 
 
 def decoding_stats() -> None:
