@@ -59,6 +59,7 @@ def test_demo_room_streams_agents_and_reopens_from_the_database(db_url):
 
     later = AppTest.from_file(str(APP), default_timeout=TIMEOUT)  # a browser tab opened later
     later.run()
+    later.selectbox(key="room").select("demo").run()
     later.selectbox(key="pick-demo").select(picked).run()
     assert chat_names(later) == names
     assert "tea gardens in the rain" in page_text(later)

@@ -29,7 +29,7 @@ class OpenAIEngine(Engine):
         options = dict(base_url=base_url, api_key=api_key, timeout=timeout_s,
                        max_retries=max_retries)
         self.client = openai.OpenAI(**options)
-        self.async_client = openai.AsyncOpenAI(**options)
+        self._options = options  # an async client is bound to one event loop: one per stream
         self._pool = ThreadPoolExecutor(max_workers=concurrency,
                                         thread_name_prefix="manyheads-openai")
 
@@ -80,19 +80,23 @@ class OpenAIEngine(Engine):
 
     async def _stream(self, request: Request) -> AsyncIterator[str]:
         with self._errors():
-            if request.is_chat:
-                stream = await self.async_client.chat.completions.create(
-                    **self._arguments(request), stream=True)
-            else:
-                stream = await self.async_client.completions.create(
-                    **self._arguments(request), stream=True)
-            async for chunk in stream:
-                if not chunk.choices:
-                    continue
-                choice = chunk.choices[0]
-                delta = choice.delta.content if request.is_chat else choice.text
-                if delta:
+            async with openai.AsyncOpenAI(**self._options) as client:
+                async for delta in self._deltas(client, request):
                     yield delta
+
+    async def _deltas(self, client: openai.AsyncOpenAI, request: Request) -> AsyncIterator[str]:
+        if request.is_chat:
+            stream = await client.chat.completions.create(**self._arguments(request),
+                                                          stream=True)
+        else:
+            stream = await client.completions.create(**self._arguments(request), stream=True)
+        async for chunk in stream:
+            if not chunk.choices:
+                continue
+            choice = chunk.choices[0]
+            delta = choice.delta.content if request.is_chat else choice.text
+            if delta:
+                yield delta
 
     def _errors(self):
         return _translate_errors(self.base_url, self.model_name)

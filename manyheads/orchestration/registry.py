@@ -45,9 +45,10 @@ def register(room: Room) -> Room:
 
 
 def rooms() -> dict[str, Room]:
+    """Every room by name, in name order (not import order, which depends on the caller)."""
     for module in ROOM_MODULES:
         importlib.import_module(module)
-    return dict(ROOMS)
+    return dict(sorted(ROOMS.items()))
 
 
 def get_room(name: str) -> Room:

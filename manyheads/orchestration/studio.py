@@ -174,6 +174,7 @@ def build_graph(engine: Engine, config: StudioConfig, *, checkpointer=None,
         subjects, drawn = subjects_of(state), layout_of(state.get("drawn"))
         layout = generate_layout(engine, state["turn"], subjects, drawn, state["issues"],
                                  config.max_tokens)
+        from_model = layout is not None
         if layout is None:  # no usable answer: the last picture's boxes, new subjects in gaps
             keep = repair(drawn or Layout(), subjects, config.overlap_limit)
             layout = keep.model_copy(update={
@@ -184,7 +185,7 @@ def build_graph(engine: Engine, config: StudioConfig, *, checkpointer=None,
             layout = layout.model_copy(update={"caption": f"{words}{where}"[:200]})
         recorder.say("Layout generator", describe(layout, subjects),
                      key=f"{state['turn_index']}-layout-{state['round']}",
-                     meta={"layout": layout.model_dump()})
+                     meta={"layout": layout.model_dump(), "from_model": from_model})
         return {"layout": layout.model_dump()}
 
     def supervise(state: StudioState) -> dict:
@@ -199,7 +200,7 @@ def build_graph(engine: Engine, config: StudioConfig, *, checkpointer=None,
         else:
             note = "The layout is in bounds, without overlaps, and covers every subject."
         recorder.say("Supervisor", note, key=f"{state['turn_index']}-check-{state['round']}",
-                     meta={"issues": issues})
+                     meta={"issues": issues, "repaired": bool(issues) and last})
         retry = bool(issues) and not last
         return {"layout": layout.model_dump(), "issues": issues if retry else [],
                 "round": state["round"] + retry}

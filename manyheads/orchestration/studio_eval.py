@@ -104,12 +104,32 @@ def score_session(store: Any, session_id: str, dialogue: Dialogue,
     def mean(values: list[float]) -> float:
         return round(sum(values) / len(values), 4) if values else 1.0
 
+    own = model_work(store, session_id, len(turns))
     return {"id": dialogue.id, "kind": dialogue.kind, "session": session_id,
+            "model_first_pass": mean(own["first_pass"]), "repaired": mean(own["repaired"]),
             "turns": len(turns), "valid": mean([m["valid"] for m in layouts]),
             "in_bounds": mean([m["in_bounds"] for m in layouts]),
             "max_overlap": max((m["max_overlap"] for m in layouts), default=0.0),
             "coverage": mean(covered), "consistency": mean(list(same.values())),
             "subjects": len(turns[-1][2]) if turns else 0}
+
+
+def model_work(store: Any, session_id: str, turns: int) -> dict[str, list[float]]:
+    """Per turn: did the model's own first layout pass the supervisor, and was one repaired?
+
+    Validity is guaranteed by the supervisor's repair, so these two say how much of it was the
+    model's work rather than the room's deterministic safety net.
+    """
+    by_key = {m.idempotency_key: m for m in store.load(session_id).messages}
+    first_pass, repaired = [], []
+    for turn in range(1, turns + 1):
+        layout = by_key.get(f"studio-{turn}-layout-0")
+        check = by_key.get(f"studio-{turn}-check-0")
+        own = bool(layout and layout.meta.get("from_model"))
+        first_pass.append(float(own and check is not None and not check.meta.get("issues")))
+        repaired.append(float(any(m.meta.get("repaired") for k, m in by_key.items()
+                                  if k and k.startswith(f"studio-{turn}-check-"))))
+    return {"first_pass": first_pass, "repaired": repaired}
 
 
 def save_sheet(store: Any, session_id: str, dialogue: Dialogue, folder: Path) -> Path:
@@ -126,7 +146,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
     return {"dialogues": len(rows), "valid": mean("valid"), "in_bounds": mean("in_bounds"),
             "max_overlap": max((r["max_overlap"] for r in rows), default=0.0),
-            "coverage": mean("coverage"), "consistency": mean("consistency")}
+            "coverage": mean("coverage"), "consistency": mean("consistency"),
+            "model_first_pass": mean("model_first_pass"), "repaired": mean("repaired")}
 
 
 def run_eval(engine: Engine, store: Any, out: Path, *, config: StudioConfig | None = None,
@@ -148,12 +169,13 @@ def run_eval(engine: Engine, store: Any, out: Path, *, config: StudioConfig | No
 def results_table(summary: dict[str, Any]) -> Table:
     table = Table(title=f"AutoStudio eval ({summary['dialogues']} dialogues)")
     for column in ("dialogue", "kind", "valid", "in bounds", "max overlap", "coverage",
-                   "consistency"):
+                   "consistency", "model 1st pass", "repaired"):
         table.add_column(column, justify="left" if column in ("dialogue", "kind") else "right")
     for row in [*summary["rows"], {**summary, "id": "mean", "kind": ""}]:
         table.add_row(row["id"], row["kind"], f"{row['valid']:.2f}", f"{row['in_bounds']:.2f}",
                       f"{row['max_overlap']:.2f}", f"{row['coverage']:.2f}",
-                      f"{row['consistency']:.3f}")
+                      f"{row['consistency']:.3f}", f"{row['model_first_pass']:.2f}",
+                      f"{row['repaired']:.2f}")
     return table
 
 
