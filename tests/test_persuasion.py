@@ -121,6 +121,16 @@ def test_leak_detector_finds_planted_and_paraphrased_secrets():
     assert leaks([{"role": "system", "content": near}], SECRET_SCENARIO, public=[]) == [belief]
 
 
+def test_hidden_text_the_setting_already_states_is_not_a_leak():
+    """Packaged scenario 27 states the persuadee's desire in its own public setting."""
+    scenario = load_scenarios(package_scenarios())[27].scenario
+    view = persuader_view(DialogueState(key="0", scenario=scenario), PersuasionConfig())
+    system = {"role": "system", "content": persuader_spec(view).system_prompt}
+    assert leaks([system], scenario, public=[]) == []
+    planted = {"role": "user", "content": f"Note: {scenario.generative.belief}"}
+    assert leaks([system, planted], scenario, public=[]) == [scenario.generative.belief]
+
+
 # -- scenario files -----------------------------------------------------------------------------
 
 

@@ -67,10 +67,15 @@ def tom_accuracy(scores: dict[str, float | None]) -> float | None:
 
 def leaks(conversation: list[ChatMessage], scenario: Scenario, public: list[str],
           threshold: float = LEAK_THRESHOLD) -> list[str]:
-    """Hidden texts found in a persuader prompt outside ``public`` (said aloud or guessed)."""
+    """Hidden texts found in a persuader prompt outside ``public`` (said aloud or guessed).
+
+    The scenario's own setting (background and goal) is public too: some CToMPersu scenarios
+    state the persuadee's desire there, and the persuader reading its setting is no leak.
+    """
     secrets = hidden_texts(scenario)
     if not secrets:
         return []
+    public = [*public, scenario.background, scenario.goal]
     text = "\n".join(m["content"] for m in conversation)
     # Short public strings are skipped: cutting "e" out of a prompt would hide any secret in it.
     for said in sorted((p for p in public if len(p.strip()) >= 12), key=len, reverse=True):
