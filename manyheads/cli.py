@@ -150,7 +150,7 @@ def demo(engine: EngineOpt = None, model: ModelOpt = None,
 
 def _say(speaker: str, content: str, observer: bool = False) -> None:
     style = "dim" if observer else "bold cyan"
-    tag = " [observer]" if observer else ""
+    tag = escape(" [observer]") if observer else ""
     console.print(f"[{style}]{escape(speaker)}{tag}:[/] {escape(content)}", highlight=False)
 
 
