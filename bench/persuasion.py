@@ -1,7 +1,7 @@
 """Persuasion dialogue throughput at concurrency 1 and C, with the dataset's quality checks.
 
 Runs the same ``--n`` dialogues (the first n packaged CToMPersu scenarios) twice on one engine:
-one at a time, then C at a time in lock-step rounds (one engine batch per step). Writes
+one at a time, then C at a time through ``Engine.drive`` (continuous batching on vLLM). Writes
 dialogues/hour for both, their ratio (``concurrency_speedup``), leaks, mean ToM accuracy and
 success rate of the concurrent run to ``bench/results/persuasion.json``, engine named inside.
 """

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from pydantic import BaseModel
 
 from manyheads.errors import PromptError
 from manyheads.models import SamplingParams
+from manyheads.models.engine import Request
 
 QUESTIONS = [
     [{"role": "user", "content": "What is the capital of France?"}],
@@ -87,3 +89,36 @@ def test_prompt_longer_than_context_is_refused(local_engine, vllm_engine):
         too_long = "word " * (engine.context_len + 10)
         with pytest.raises(PromptError, match="context"):
             engine.generate([too_long])
+
+
+class Count(BaseModel):
+    count: int
+
+
+def _asker(engine, questions):
+    """A program of several dependent requests: each question quotes the previous answer."""
+    answers = []
+    for question in questions:
+        prompt = [{"role": "user", "content": f"{question} (earlier: {answers[-1:]})"}]
+        completion = yield Request(prompt, SamplingParams(max_tokens=12))
+        answers.append(completion.text)
+    last = yield Request([{"role": "user", "content": "How many answers so far? JSON."}],
+                         SamplingParams(max_tokens=16), response_model=Count)
+    return answers, last
+
+
+def test_drive_runs_dependent_programs_to_the_end(any_engine):
+    before = any_engine.tally.requests
+    lengths = [1, 3, 2, 1, 2]
+    programs = [_asker(any_engine, [q[-1]["content"] for q in QUESTIONS[:n]]) for n in lengths]
+    results = list(any_engine.drive(programs, concurrency=3))
+    assert sorted(len(answers) for answers, _ in results) == sorted(lengths)
+    assert all(a.strip() for answers, _ in results for a in answers)
+    for _, last in results:  # constrained output: parsed, or a typed error, never a crash
+        assert (last.parsed is None) != (last.error is None)
+    assert any_engine.tally.requests - before == sum(lengths) + len(lengths)
+
+
+def test_drive_refuses_zero_concurrency(local_engine):
+    with pytest.raises(ValueError, match="concurrency"):
+        list(local_engine.drive([], concurrency=0))

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -26,10 +27,20 @@ class Request:
     prompt: Prompt
     params: SamplingParams
     schema: dict | None = None  # JSON schema the output must satisfy
+    response_model: type[BaseModel] | None = None  # parsed into ``Completion.parsed`` when set
+
+    def __post_init__(self) -> None:
+        if self.response_model is not None and self.schema is None:
+            object.__setattr__(self, "schema", structured.json_schema(self.response_model))
 
     @property
     def is_chat(self) -> bool:
         return not isinstance(self.prompt, str)
+
+
+# A program asks for one completion at a time: it yields a Request, is sent the Completion, and
+# finally returns its result. ``Engine.drive`` runs many of them on one engine.
+Program = Generator[Request, Completion, Any]
 
 
 @dataclass
@@ -73,20 +84,64 @@ class Engine(abc.ABC):
         return self.chat([conversation], params, response_model)[0].value()
 
     def run(self, requests: list[Request]) -> list[Completion]:
-        """Run prepared requests as one batch; a raw ``schema`` constrains but is not parsed."""
+        """Run prepared requests as one batch; outputs of a ``response_model`` are parsed."""
         for request in requests:
             check_prompt(request.prompt)
         if not requests:
             return []
         started = time.perf_counter()
         completions = self._run(requests)
-        tally = self.tally
-        tally.busy_s += time.perf_counter() - started
-        tally.batches += 1
-        tally.requests += len(requests)
-        tally.prompt_tokens += sum(c.usage.prompt_tokens for c in completions)
-        tally.completion_tokens += sum(c.usage.completion_tokens for c in completions)
+        self.tally.busy_s += time.perf_counter() - started
+        self.tally.batches += 1
+        for request, completion in zip(requests, completions, strict=True):
+            self._finish(request, completion)
         return completions
+
+    def drive(self, programs: Iterable[Program], *, concurrency: int = 8) -> Iterator[Any]:
+        """Run ``programs`` at most ``concurrency`` at a time; yield each result as it ends.
+
+        Programs are independent multi-step jobs (a dialogue is one), so a finished slot is
+        refilled at once. The consumer must not call this engine until the iteration ends.
+        """
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        yield from self._drive(iter(programs), concurrency)
+
+    def _drive(self, programs: Iterator[Program], concurrency: int) -> Iterator[Any]:
+        """Lock-step: one batch of the next request of every active program, then refill.
+
+        A batch waits for its longest request; engines with their own scheduler (vLLM)
+        override this to submit each request the moment its program asks for it.
+        """
+        active: list[tuple[Program, Request]] = []
+        while True:
+            while len(active) < concurrency and (program := next(programs, None)) is not None:
+                request, result = advance(program, None)
+                if request is None:
+                    yield result
+                else:
+                    active.append((program, request))
+            if not active:
+                return
+            completions = self.run([request for _, request in active])
+            waiting = []
+            for (program, _), completion in zip(active, completions, strict=True):
+                request, result = advance(program, completion)
+                if request is None:
+                    yield result
+                else:
+                    waiting.append((program, request))
+            active = waiting
+
+    def _finish(self, request: Request, completion: Completion) -> None:
+        """Count a finished request and parse its structured output."""
+        self.tally.requests += 1
+        self.tally.prompt_tokens += completion.usage.prompt_tokens
+        self.tally.completion_tokens += completion.usage.completion_tokens
+        if request.response_model is not None:
+            completion.parsed, completion.error = structured.parse(
+                completion.text, request.response_model, completion.finish_reason,
+                request.params.max_tokens)
 
     async def stream(self, prompt: Prompt, params: SamplingParams | None = None
                      ) -> AsyncIterator[str]:
@@ -116,20 +171,24 @@ class Engine(abc.ABC):
         if len(params) != len(prompts):
             raise PromptError(f"got {len(prompts)} prompts but {len(params)} sampling params")
         schema = structured.json_schema(response_model) if response_model else None
-        requests = [Request(p, sp, schema) for p, sp in zip(prompts, params, strict=True)]
-        completions = self.run(requests)
-        if response_model is not None:
-            for completion, request in zip(completions, requests, strict=True):
-                completion.parsed, completion.error = structured.parse(
-                    completion.text, response_model, completion.finish_reason,
-                    request.params.max_tokens)
-        return completions
+        return self.run([Request(p, sp, schema, response_model)
+                         for p, sp in zip(prompts, params, strict=True)])
 
     @abc.abstractmethod
     def _run(self, requests: list[Request]) -> list[Completion]: ...
 
     @abc.abstractmethod
     def _stream(self, request: Request) -> AsyncIterator[str]: ...
+
+
+def advance(program: Program, completion: Completion | None) -> tuple[Request | None, Any]:
+    """Send ``completion`` (None to start): ``(next request, None)`` or ``(None, result)``."""
+    try:
+        request = program.send(completion)
+    except StopIteration as stop:
+        return None, stop.value
+    check_prompt(request.prompt)
+    return request, None
 
 
 def encode_prompt(tokenizer, prompt: Prompt, context_len: int) -> list[int]:

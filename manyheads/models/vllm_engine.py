@@ -13,13 +13,13 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 from manyheads.errors import EngineError
 from manyheads.models.embedded import resolve_model
-from manyheads.models.engine import Engine, Request, encode_prompt
+from manyheads.models.engine import Engine, Program, Request, advance, encode_prompt
 from manyheads.models.types import Completion, TokenLogprob, Usage
 
 
@@ -100,6 +100,55 @@ class VLLMEngine(Engine):
                                         use_tqdm=False)
         elapsed = time.perf_counter() - started
         return [self._completion(o, elapsed) for o in outputs]
+
+    def _drive(self, programs: Iterator[Program], concurrency: int) -> Iterator[Any]:
+        """Continuous batching: each program's next request joins vLLM's running batch the
+        moment its last one finishes, so no program waits for the slowest of a round."""
+        engine = self.llm.llm_engine
+        running: dict[str, tuple[Program, Request, float]] = {}
+        exhausted = False
+        started = time.perf_counter()
+
+        def submit(program: Program, request: Request) -> None:
+            from vllm.sampling_params import RequestOutputKind
+
+            prompt = encode_prompt(self.tokenizer, request.prompt, self.context_len)
+            request_id = f"drive-{uuid.uuid4().hex}"
+            engine.add_request(request_id, {"prompt_token_ids": prompt}, self._vllm_params(
+                request, len(prompt), output_kind=RequestOutputKind.FINAL_ONLY))
+            running[request_id] = (program, request, time.perf_counter())
+
+        with self._lock:
+            try:
+                while True:
+                    while not exhausted and len(running) < concurrency:
+                        program = next(programs, None)
+                        if program is None:
+                            exhausted = True
+                            break
+                        request, result = advance(program, None)
+                        if request is None:
+                            yield result
+                        else:
+                            submit(program, request)
+                    if not running:
+                        return
+                    for output in engine.step():
+                        if not output.finished or output.request_id not in running:
+                            continue
+                        program, request, sent = running.pop(output.request_id)
+                        completion = self._completion(output, time.perf_counter() - sent)
+                        self._finish(request, completion)
+                        request, result = advance(program, completion)
+                        if request is None:
+                            yield result
+                        else:
+                            submit(program, request)
+            finally:
+                if running:  # the consumer stopped early or a program raised
+                    engine.abort_request(list(running))
+                    running.clear()
+                self.tally.busy_s += time.perf_counter() - started
 
     def _completion(self, output: Any, elapsed: float) -> Completion:
         out = output.outputs[0]

@@ -6,15 +6,14 @@ continue or refuse. Double-blindness holds by construction: every persuader prom
 ``PersuaderView``, a projection of the dialogue that has no hidden field, through ``Agent.view``.
 
 A step is a pair of pure functions (build the request, apply the completion), so the same steps
-run one dialogue as a LangGraph graph (``build_graph``) or many in lock-step (``run_batch``),
-where each step of a round goes to the engine as ONE ``chat`` batch over all active dialogues.
+run one dialogue as a LangGraph graph (``build_graph``) or many at once (``run_batch``), where
+each dialogue is an engine program (``dialogue_program``) and ``Engine.drive`` batches them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
@@ -26,6 +25,7 @@ from manyheads.agents import Agent, AgentSpec, Turn
 from manyheads.agents.prompts import render
 from manyheads.errors import ConfigError, StructuredOutputError
 from manyheads.models import Engine, SamplingParams
+from manyheads.models.engine import Program, Request
 from manyheads.models.types import ChatMessage, Completion
 from manyheads.orchestration.conversation import (
     ChatOptions,
@@ -277,50 +277,54 @@ DECIDE = Step("decide", _decision_request, _decision_apply, Decision)
 ROUND = (TOM, PERSUADER, PERSUADEE, DECIDE)
 
 
-def run_step(engine: Engine, step: Step, states: list[DialogueState],
-             config: PersuasionConfig) -> None:
-    """One engine batch for ``step`` over all ``states``, applied to each in place."""
-    if not states:
-        return
-    calls = [step.request(state, config) for state in states]
-    conversations = [Agent(call.spec, engine).view(call.turns, call.instruction)
-                     for call in calls]
-    completions = engine.chat(conversations, [call.params for call in calls],
-                              response_model=step.response_model)
-    for state, call, conversation, completion in zip(states, calls, conversations, completions,
-                                                      strict=True):
-        if call.spec.role == "persuader":
-            state.persuader_prompts.append(conversation)
-        step.apply(state, config, completion)
+def step_request(engine: Engine, step: Step, state: DialogueState,
+                 config: PersuasionConfig) -> Request:
+    """The engine request for ``step``; persuader prompts are kept for the leak check."""
+    call = step.request(state, config)
+    conversation = Agent(call.spec, engine).view(call.turns, call.instruction)
+    if call.spec.role == "persuader":
+        state.persuader_prompts.append(conversation)
+    return Request(conversation, call.params, response_model=step.response_model)
+
+
+def run_step(engine: Engine, step: Step, state: DialogueState, config: PersuasionConfig) -> None:
+    """One step of one dialogue, applied in place (a graph node)."""
+    [completion] = engine.run([step_request(engine, step, state, config)])
+    step.apply(state, config, completion)
 
 
 def new_dialogue(key: str, scenario: Scenario) -> DialogueState:
     return DialogueState(key=key, scenario=scenario)
 
 
+def dialogue_program(engine: Engine, key: str, scenario: Scenario,
+                     config: PersuasionConfig) -> Program:
+    """One dialogue as an engine program: rounds of steps until it ends; returns its state.
+
+    Every dialogue ends within ``config.max_turns`` rounds, which bounds the loop.
+    """
+    state = new_dialogue(key, scenario)
+    while state.outcome == "active":
+        for step in ROUND:
+            completion = yield step_request(engine, step, state, config)
+            step.apply(state, config, completion)
+    return state
+
+
 def run_batch(engine: Engine, items: Iterable[tuple[str, Scenario]], config: PersuasionConfig,
               *, concurrency: int = 8,
               on_done: Callable[[DialogueState], None] | None = None) -> list[DialogueState]:
-    """Run dialogues ``concurrency`` at a time in lock-step rounds; returns them as they ended.
+    """Run dialogues ``concurrency`` at a time on one engine; returns them as they ended.
 
-    A finished dialogue's slot is refilled at the start of the next round, so the batch stays
-    full. Every dialogue ends within ``config.max_turns`` rounds, which bounds the loop.
+    ``Engine.drive`` refills a finished dialogue's slot at once; on vLLM every request joins the
+    running batch as soon as its dialogue asks for it (continuous batching).
     """
-    if concurrency < 1:
-        raise ValueError("concurrency must be at least 1")
-    pending = deque(items)
-    active: list[DialogueState] = []
     finished: list[DialogueState] = []
-    while pending or active:
-        while pending and len(active) < concurrency:
-            active.append(new_dialogue(*pending.popleft()))
-        for step in ROUND:
-            run_step(engine, step, active, config)
-        for state in [s for s in active if s.outcome != "active"]:
-            finished.append(state)
-            if on_done is not None:
-                on_done(state)
-        active = [s for s in active if s.outcome == "active"]
+    programs = (dialogue_program(engine, key, scenario, config) for key, scenario in items)
+    for state in engine.drive(programs, concurrency=concurrency):
+        finished.append(state)
+        if on_done is not None:
+            on_done(state)
     return finished
 
 
@@ -334,7 +338,7 @@ def build_graph(engine: Engine, config: PersuasionConfig, *, checkpointer=None):
     def node(step: Step) -> Callable[[GraphState], GraphState]:
         def run(state: GraphState) -> GraphState:
             dialogue = DialogueState.model_validate(state["dialogue"])
-            run_step(engine, step, [dialogue], config)
+            run_step(engine, step, dialogue, config)
             return {"dialogue": dialogue.model_dump(mode="json")}
 
         return run
