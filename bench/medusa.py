@@ -4,8 +4,9 @@ Prints a table and writes ``bench/results/medusa.json``. For every prompt the tw
 interleaved (vanilla, medusa, vanilla, medusa, ...) ``--repeats`` times so background load on a
 shared machine hits both alike; each prompt's time is the median of its repeats and the speed-up
 is total vanilla time / total Medusa time (prefill included in both). Lossless means the Medusa
-token ids equal the vanilla ones exactly. vLLM with/without Medusa is a separate, optional
-``--vllm`` run (engine start takes minutes on a CPU).
+token ids equal the vanilla ones exactly. ``--hydra DIR`` adds sequential (Hydra) heads as a
+third decoder in the same interleaved runs, reported side by side under ``"hydra"``. vLLM
+with/without Medusa is a separate, optional ``--vllm`` run (engine start takes minutes on a CPU).
 """
 
 from __future__ import annotations
@@ -92,6 +93,17 @@ def vllm_check(heads_dir: Path | None, k: int, max_tokens: int, n_prompts: int) 
     return out
 
 
+def summary(rows: list[dict], name: str, step) -> dict:
+    """Speed-up, tokens per step and losslessness of one drafting decoder against vanilla."""
+    vanilla_total = sum(r["vanilla_s"] for r in rows)
+    total = sum(r[f"{name}_s"] for r in rows)
+    tokens = sum(r["tokens"] for r in rows)
+    return {"speedup": vanilla_total / total, "mean_accepted_tokens": step.mean_accepted,
+            "lossless_fraction": sum(r[f"{name}_lossless"] for r in rows) / len(rows),
+            "vanilla_tokens_per_s": tokens / vanilla_total, f"{name}_tokens_per_s": tokens / total,
+            "tree": [list(p) for p in step.tree.paths], "tree_nodes": step.tree.size}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--prompts", type=int, default=40)
@@ -100,6 +112,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: steadier on a machine shared with other work)")
     parser.add_argument("--heads", type=Path, default=None)
+    parser.add_argument("--hydra", type=Path, default=None, help="sequential heads to compare")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--vllm", action="store_true",
                         help="only run vLLM with/without Medusa and merge it into --out")
@@ -116,52 +129,49 @@ def main() -> None:
         return
     engine = LocalEngine()
     heads = load_heads(args.heads)
-    medusa = enable_medusa(engine, args.heads)
+    arms = {"vanilla": vanilla_step, "medusa": enable_medusa(engine, args.heads)}
+    if args.hydra is not None:
+        arms["hydra"] = enable_medusa(engine, args.hydra)
     prompts = bench_prompts(args.prompts)
     rows, started = [], time.perf_counter()
     for index, (category, text) in enumerate(prompts):
         ids = encode_prompt(engine.tokenizer, chat(text), engine.context_len)
-        times = {"vanilla": [], "medusa": []}
+        times: dict[str, list[float]] = {name: [] for name in arms}
         outs = {}
-        steps0, tokens0 = medusa.steps, medusa.tokens
+        before = {name: (step.steps, step.tokens) for name, step in arms.items()
+                  if name != "vanilla"}
         for _ in range(args.repeats):
-            for name, step in (("vanilla", vanilla_step), ("medusa", medusa)):
+            for name, step in arms.items():
                 engine.step = step
                 outs[name], seconds = run_once(engine, ids, args.max_tokens)
                 times[name].append(seconds)
-        steps, tokens = medusa.steps - steps0, medusa.tokens - tokens0
-        rows.append({"category": category, "prompt": text, "tokens": len(outs["vanilla"]),
-                     "vanilla_s": statistics.median(times["vanilla"]),
-                     "medusa_s": statistics.median(times["medusa"]),
-                     "accepted_per_step": tokens / steps if steps else 0.0,
-                     "lossless": outs["vanilla"] == outs["medusa"]})
-        console.log(f"{index + 1}/{len(prompts)} {category}: {rows[-1]['vanilla_s']:.2f}s -> "
-                    f"{rows[-1]['medusa_s']:.2f}s, {rows[-1]['accepted_per_step']:.2f} tok/step, "
-                    f"lossless={rows[-1]['lossless']}")
+        row = {"category": category, "prompt": text, "tokens": len(outs["vanilla"])}
+        for name, step in arms.items():
+            row[f"{name}_s"] = statistics.median(times[name])
+            if name != "vanilla":
+                steps, tokens = step.steps - before[name][0], step.tokens - before[name][1]
+                row[f"{name}_accepted_per_step"] = tokens / steps if steps else 0.0
+                row[f"{name}_lossless"] = outs["vanilla"] == outs[name]
+        rows.append(row)
+        console.log(f"{index + 1}/{len(prompts)} {category}: " + ", ".join(
+            f"{name} {row[f'{name}_s']:.2f}s" for name in arms)
+            + f"; medusa {row['medusa_accepted_per_step']:.2f} tok/step")
     engine.step = vanilla_step
-    vanilla_total = sum(r["vanilla_s"] for r in rows)
-    medusa_total = sum(r["medusa_s"] for r in rows)
-    result = {
-        "speedup": vanilla_total / medusa_total,
-        "mean_accepted_tokens": medusa.mean_accepted,
-        "lossless_fraction": sum(r["lossless"] for r in rows) / len(rows),
-        "vanilla_tokens_per_s": sum(r["tokens"] for r in rows) / vanilla_total,
-        "medusa_tokens_per_s": sum(r["tokens"] for r in rows) / medusa_total,
-        "per_head_accuracy": heads.config.training.get("eval_accuracy"),
-        "tree": [list(p) for p in medusa.tree.paths],
-        "tree_nodes": medusa.tree.size,
-        "settings": {"prompts": len(rows), "max_tokens": args.max_tokens,
-                     "repeats": args.repeats, "threads": args.threads, "greedy": True,
-                     "machine": "2-core CPU shared with other engineers' jobs"},
-        "wall_s": time.perf_counter() - started,
-        "by_category": {},
-        "prompts": rows,
-    }
+    result = {**summary(rows, "medusa", arms["medusa"]),
+              "per_head_accuracy": heads.config.training.get("eval_accuracy"),
+              "settings": {"prompts": len(rows), "max_tokens": args.max_tokens,
+                           "repeats": args.repeats, "threads": args.threads, "greedy": True,
+                           "machine": "2-core CPU"},
+              "wall_s": time.perf_counter() - started, "by_category": {}}
+    if "hydra" in arms:
+        result["hydra"] = {**summary(rows, "hydra", arms["hydra"]), "per_head_accuracy":
+                           load_heads(args.hydra).config.training.get("eval_accuracy")}
+    result["prompts"] = rows
     for cat in sorted({r["category"] for r in rows}):
         sub = [r for r in rows if r["category"] == cat]
         result["by_category"][cat] = {
             "speedup": sum(r["vanilla_s"] for r in sub) / sum(r["medusa_s"] for r in sub),
-            "accepted_per_step": statistics.mean(r["accepted_per_step"] for r in sub)}
+            "accepted_per_step": statistics.mean(r["medusa_accepted_per_step"] for r in sub)}
     table = Table(title=f"Medusa vs vanilla greedy ({len(rows)} prompts, "
                         f"{args.max_tokens} tokens, median of {args.repeats})")
     for col in ("category", "speed-up", "tokens/step"):
@@ -173,6 +183,10 @@ def main() -> None:
     console.print(f"lossless fraction {result['lossless_fraction']:.3f}; vanilla "
                   f"{result['vanilla_tokens_per_s']:.1f} tok/s, Medusa "
                   f"{result['medusa_tokens_per_s']:.1f} tok/s")
+    if "hydra" in result:
+        hydra = result["hydra"]
+        console.print(f"Hydra: {hydra['speedup']:.2f}x, {hydra['mean_accepted_tokens']:.2f} "
+                      f"tokens/step, lossless {hydra['lossless_fraction']:.3f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from manyheads.models.engine import Request
+from manyheads.errors import ConfigError
+from manyheads.models.engine import Request, encode_prompt
 from manyheads.models.local.decode import vanilla_step
 from manyheads.models.local.engine import LocalEngine
 from manyheads.models.medusa import (
@@ -20,7 +21,8 @@ from manyheads.models.medusa import (
     export_vllm,
     load_heads,
 )
-from manyheads.models.medusa.data import head_targets
+from manyheads.models.medusa.data import Prompt, chat, generate, head_targets, load_sequences
+from manyheads.models.medusa.heads import previous_tokens
 from manyheads.models.medusa.tree import (
     ancestor_mask,
     build_tree,
@@ -122,6 +124,31 @@ def test_checkpoint_round_trip(tmp_path):
     assert torch.equal(load_heads(tmp_path / "own")(x), own(x))
 
 
+def test_previous_tokens_feed_each_head_the_token_before_its_target():
+    prev, y = previous_tokens([1, 2, 3, 4], 3), head_targets([1, 2, 3, 4], 3)
+    assert prev.tolist() == [[1, 2, 3], [2, 3, 4], [3, 4, -100], [4, -100, -100]]
+    # head i's previous token is head i-1's target: the chain Hydra drafts along
+    assert torch.equal(prev[:, 1:][y[:, :-1] != -100], y[:, :-1][y[:, :-1] != -100])
+
+
+def test_hydra_heads_start_as_medusa_and_round_trip(tmp_path):
+    cfg = MedusaConfig(num_heads=2, hidden_size=8, vocab_size=16, sequential=True)
+    hydra = MedusaHeads(cfg)
+    medusa = MedusaHeads(cfg.model_copy(update={"sequential": False}))
+    medusa.load_state_dict(hydra.state_dict(), strict=False)
+    x, w, prev = torch.randn(3, 8), torch.randn(16, 8), torch.randn(2, 3, 8)
+    assert torch.equal(hydra(x, w, prev), medusa(x, w))  # U = 0: the token is ignored
+    for proj in hydra.token_proj:
+        torch.nn.init.normal_(proj.weight)
+    assert not torch.equal(hydra(x, w, prev), medusa(x, w))
+    hydra.save(tmp_path)
+    assert torch.equal(load_heads(tmp_path)(x, w, prev), hydra(x, w, prev))
+    with pytest.raises(ConfigError, match="previous token"):
+        hydra(x, w)
+    with pytest.raises(ConfigError, match="Hydra"):
+        export_vllm(tmp_path, tmp_path / "vllm")
+
+
 def test_shipped_heads_exist():
     heads = load_heads()
     assert heads.config.hidden_size == 576 and heads.config.vocab_size == 49152
@@ -172,3 +199,45 @@ def test_greedy_medusa_is_token_for_token_vanilla(engine):
         engine.step = vanilla_step
     assert got == want
     assert step.mean_accepted > 1.0
+
+
+def test_greedy_hydra_is_token_for_token_vanilla(engine, tmp_path):
+    """Lossless with any sequential heads: random ones and a branching tree."""
+    torch.manual_seed(0)
+    hydra = MedusaHeads(load_heads().config.model_copy(update={"sequential": True}))
+    for module in (*hydra.token_proj, *(block[0].linear for block in hydra.blocks)):
+        torch.nn.init.normal_(module.weight, std=0.02)
+    hydra.save(tmp_path)
+    want = [_tokens(engine, p, 24) for p in PROMPTS[:2]]
+    step = enable_medusa(engine, tmp_path, tree=[(0,), (1,), (0, 0), (0, 1), (1, 0), (0, 0, 0)])
+    try:
+        got = [_tokens(engine, p, 24) for p in PROMPTS[:2]]
+    finally:
+        engine.step = vanilla_step
+    assert got == want and step.steps > 0
+
+
+def test_generated_hidden_states_are_teacher_forced_and_self_consistent(engine, tmp_path):
+    """Answers from an engine, hidden states from one padded forward over prompt + answer."""
+    prompts = [Prompt(id=i, category="chat", split="train", prompt=p)
+               for i, p in enumerate(PROMPTS[:2])]
+    assert generate(engine, engine, tmp_path, max_new_tokens=12, batch_size=2,
+                    prompts=prompts) == 2
+    assert generate(engine, engine, tmp_path, max_new_tokens=12, prompts=prompts) == 0  # cached
+    sequences = load_sequences(tmp_path)
+    assert [s.id for s in sequences] == [0, 1]
+    weight = engine.model.get_output_embeddings().weight
+    hits = total = 0
+    for prompt, seq in zip(prompts, sequences, strict=True):
+        assert seq.hidden.shape == (len(seq.tokens), engine.model.config.hidden_size)
+        ids = encode_prompt(engine.tokenizer, chat(prompt.prompt), engine.context_len)
+        with torch.inference_mode():  # the prompt alone, final norm applied
+            want = engine.model.get_decoder()(input_ids=torch.tensor([ids])).last_hidden_state
+        # stored as float16 (values up to ~35), so allow one fp16 step besides atol
+        torch.testing.assert_close(seq.hidden[0].float(), want[0, -1].half().float(),
+                                   atol=1e-3, rtol=1e-3)
+        with torch.inference_mode():
+            predicted = (seq.hidden.float() @ weight.T).argmax(-1)
+        hits += int((predicted == torch.tensor(seq.tokens)).sum())
+        total += len(seq.tokens)
+    assert hits >= 0.9 * total

@@ -191,6 +191,59 @@ def test_inflight_and_prefill_features_agree(eager_engine):
         assert torch.max((inflight - prefill).abs() / scale) < 2e-3
 
 
+# -- data --------------------------------------------------------------------------------------
+def test_solve_by_prefill_matches_inflight(eager_engine):
+    """The same solutions as ``solve`` (same requests and seeds); features by prefill per token
+    id, agreeing with the in-flight ones wherever the re-tokenized ids are the sampled ids."""
+    from manyheads.models.uhead.data import solve, solve_by_prefill
+
+    config, problems = FeatureConfig(), make_problems(3, 1)
+    by_prefill = solve_by_prefill(eager_engine, eager_engine, problems, 2, 0.7, 5,
+                                  max_tokens=24, config=config)
+    assert len(by_prefill) == 1 and len(by_prefill[0]) == 2
+    for sample in by_prefill[0]:
+        assert sample.problem_id == problems[0].id and sample.token_ids
+        assert sample.features.shape == (len(sample.token_ids),
+                                         config.dim_for(eager_engine.model))
+        assert len(sample.labels) == len(sample.spans)
+        assert all(0 <= lo <= hi <= len(sample.token_ids) for lo, hi in sample.spans)
+    assert any(sample.spans for sample in by_prefill[0])
+    observer = FeatureObserver(config)
+    eager_engine.observers.append(observer)
+    try:
+        inflight = solve(eager_engine, observer, problems, 2, 0.7, 5, max_tokens=24)
+    finally:
+        eager_engine.observers.remove(observer)
+    for seen, scored in zip(inflight[0], by_prefill[0], strict=True):
+        assert seen.text.startswith(scored.text)  # the in-flight text keeps the stop string
+        same = next((i for i, (a, b) in enumerate(zip(seen.token_ids, scored.token_ids,
+                                                        strict=False)) if a != b),
+                    min(len(seen.token_ids), len(scored.token_ids)))
+        assert same >= len(scored.token_ids) - 1  # at most the last token merges differently
+        a, b = seen.features[:same].float(), scored.features[:same].float()
+        scale = b.abs().amax(0).clamp(min=1.0)
+        assert torch.max((a - b).abs() / scale) < 3e-3  # float16 storage on both sides
+
+
+def test_generate_shards_resumes(tmp_path):
+    from manyheads.models.uhead.data import Sample, generate_shards, load_samples
+
+    calls = []
+
+    def solver(batch, seed):
+        calls.append((len(batch), seed))
+        return [[Sample(p.id, p.kind, "", [1], torch.zeros(1, 2), [], [], False, None)]
+                for p in batch]
+
+    problems = make_problems(3, 5)
+    generate_shards(solver, problems, tmp_path, per_batch=2, seed=7)
+    assert calls == [(2, 7), (2, 9), (1, 11)]
+    (tmp_path / "shard_7_00002.pt").unlink()
+    generate_shards(solver, problems, tmp_path, per_batch=2, seed=7)
+    assert calls[3:] == [(2, 9)]  # only the missing shard is made again
+    assert sorted(s.problem_id for s in load_samples(tmp_path)) == sorted(p.id for p in problems)
+
+
 # -- verifier ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def verifier(eager_engine):

@@ -19,19 +19,27 @@ import torch
 from transformers import DynamicCache
 
 from manyheads.models.medusa.data import Sequence, head_targets
-from manyheads.models.medusa.heads import MedusaHeads
+from manyheads.models.medusa.heads import MedusaHeads, previous_tokens
 from manyheads.models.medusa.tree import build_tree, tree_attention_mask, tree_positions
 
 
 @torch.no_grad()
 def truth_ranks(heads: MedusaHeads, sequences: list[Sequence], lm_head_weight: torch.Tensor,
-                depth: int = 10) -> torch.Tensor:
-    """ranks [P, K]: rank of the true future token in each head's top-``depth`` (-1 if absent)."""
+                depth: int = 10, embed_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """ranks [P, K]: rank of the true future token in each head's top-``depth`` (-1 if absent).
+
+    Sequential heads read the true previous tokens: a path only counts when every level above
+    it matched, so that is exactly what they see in decoding.
+    """
     k = heads.config.num_heads
     out = []
     for seq in sequences:
         y = head_targets(seq.tokens, k)  # [L, K]
-        top = heads(seq.hidden.float(), lm_head_weight.float()).topk(depth, -1).indices
+        prev = None
+        if heads.config.sequential:
+            prev = embed_weight.float()[previous_tokens(seq.tokens, k).clamp_min(0)]
+            prev = prev.permute(1, 0, 2)  # [K, L, H]
+        top = heads(seq.hidden.float(), lm_head_weight.float(), prev).topk(depth, -1).indices
         hit = top.permute(1, 0, 2) == y[:, :, None]  # [L, K, depth]
         rank = torch.where(hit.any(-1), hit.float().argmax(-1), torch.full_like(y, -1))
         out.append(torch.where(y == -100, torch.full_like(y, -2), rank))  # -2: no target

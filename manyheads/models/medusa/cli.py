@@ -20,6 +20,7 @@ WorkOpt = Annotated[Path | None, typer.Option(
 ModelOpt = Annotated[str | None, typer.Option(help="base model (default: the embedded one)")]
 ThreadsOpt = Annotated[int | None, typer.Option(help="torch CPU threads (1 is steadier on a "
                                                      "busy machine)")]
+DATA_ENGINES = ("local", "vllm")
 
 
 def _work_dir(work_dir: Path | None, model: str | None) -> Path:
@@ -35,21 +36,37 @@ def _engine(model: str | None, threads: int | None):
     return LocalEngine(model, threads=threads)
 
 
-def _ensure_data(engine, work: Path, max_new_tokens: int, batch_size: int) -> None:
-    """Generate the self-distillation answers that are not cached yet (resumable)."""
+def _ensure_data(engine, work: Path, max_new_tokens: int, batch_size: int,
+                 data_engine: str = "local", limit: int | None = None) -> None:
+    """Generate the self-distillation answers that are not cached yet (resumable).
+
+    ``engine`` (a ``LocalEngine``) computes the hidden states; the answers come from it too, or
+    from a vLLM engine on the same model when ``data_engine`` is ``vllm`` (started only if some
+    prompts are not cached yet, and closed afterwards).
+    """
+    from contextlib import nullcontext
+
     from rich.progress import Progress
 
     from manyheads.models.medusa.data import answered_ids, generate, load_prompts
 
-    prompts = load_prompts()
+    if data_engine not in DATA_ENGINES:
+        raise typer.BadParameter(f"{data_engine!r}: choose one of {', '.join(DATA_ENGINES)}",
+                                 param_hint="--data-engine")
+    prompts = load_prompts()[:limit]
     done = answered_ids(work)
     if all(p.id in done for p in prompts):
         return
-    with Progress(console=console) as bar:
+    if data_engine == "vllm":
+        from manyheads.models import make_engine
+        writer = make_engine("vllm", model=str(engine.path))
+    else:
+        writer = nullcontext(engine)
+    with writer as text_engine, Progress(console=console) as bar:
         task = bar.add_task("answering prompts (self-distillation)", total=len(prompts),
                             completed=sum(p.id in done for p in prompts))
-        generate(engine, work, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                 prompts=prompts, progress=lambda n: bar.advance(task, n))
+        generate(text_engine, engine, work, max_new_tokens=max_new_tokens,
+                 batch_size=batch_size, prompts=prompts, progress=lambda n: bar.advance(task, n))
 
 
 @medusa_app.command()
@@ -70,9 +87,16 @@ def train(
     vocab: Annotated[str, typer.Option(help="training softmax over 'data' tokens or 'full'")
                      ] = "data",
     resume: Annotated[bool, typer.Option(help="continue from the last checkpoint")] = False,
+    hydra: Annotated[bool, typer.Option(help="sequential heads: each also reads the token "
+                                             "before its target (Hydra)")] = False,
     generate: Annotated[bool, typer.Option(help="answer the prompts not cached yet first "
                                                 "(--no-generate: train on what is cached)")
                         ] = True,
+    prompts: Annotated[int | None, typer.Option(
+        help="answer only the first N shipped prompts (default: all)")] = None,
+    data_engine: Annotated[str, typer.Option(
+        "--data-engine", help="engine that writes the answers: local | vllm (the hidden states "
+                              "always come from the local model)")] = "local",
     threads: ThreadsOpt = None,
 ) -> None:
     """Self-distil the base model, then train Medusa-1 heads on its frozen hidden states."""
@@ -84,11 +108,12 @@ def train(
     work = _work_dir(work_dir, model)
     engine = _engine(model, threads)
     if generate:
-        _ensure_data(engine, work, max_new_tokens, gen_batch)
+        _ensure_data(engine, work, max_new_tokens, gen_batch, data_engine, prompts)
     config = TrainConfig(num_heads=num_heads, epochs=epochs, batch_size=batch_size, lr=lr,
                          checkpoint_every=checkpoint_every, max_minutes=max_minutes,
-                         vocab=vocab)
+                         vocab=vocab, sequential=hydra)
     weight = engine.model.get_output_embeddings().weight.detach()
+    embed = engine.model.get_input_embeddings().weight.detach()
     columns = (TextColumn("training heads"), BarColumn(), TextColumn("{task.completed}/"
                "{task.total} loss {task.fields[loss]:.3f}"), TimeRemainingColumn())
     with Progress(*columns, console=console) as bar:
@@ -97,9 +122,9 @@ def train(
         def progress(step: int, total: int, loss: float) -> None:
             bar.update(task, completed=step, total=total, loss=loss)
 
-        run_train(work, out, weight, config, base_model=engine.model_name, resume=resume,
-                  progress=progress)
-    rows = _accuracy(out, work, weight)
+        run_train(work, out, weight, config, embed_weight=embed, base_model=engine.model_name,
+                  resume=resume, progress=progress)
+    rows = _accuracy(out, work, engine)
     _print_accuracy(rows)
     from manyheads.models.medusa.heads import load_heads
     trained = load_heads(out)  # keep the held-out accuracy with the checkpoint
@@ -108,10 +133,11 @@ def train(
     console.print(f"heads written to [bold]{out}[/]")
 
 
-def _accuracy(heads_dir: Path | None, work: Path, weight) -> list[dict]:
+def _accuracy(heads_dir: Path | None, work: Path, engine) -> list[dict]:
     from manyheads.models.medusa.heads import load_heads
     from manyheads.models.medusa.train import evaluate
-    return evaluate(load_heads(heads_dir), work, weight)
+    return evaluate(load_heads(heads_dir), work, engine.model.get_output_embeddings().weight,
+                    embed_weight=engine.model.get_input_embeddings().weight)
 
 
 def _print_accuracy(rows: list[dict]) -> None:
@@ -132,7 +158,7 @@ def eval_(heads: HeadsOpt = None, work_dir: WorkOpt = None, model: ModelOpt = No
     work = _work_dir(work_dir, model)
     engine = _engine(model, threads)
     _ensure_data(engine, work, max_new_tokens, gen_batch)
-    rows = _accuracy(heads, work, engine.model.get_output_embeddings().weight.detach())
+    rows = _accuracy(heads, work, engine)
     _print_accuracy(rows)
     if json_out:
         json_out.write_text(json.dumps(rows, indent=2) + "\n")
@@ -153,7 +179,8 @@ def choose_tree_cmd(heads: HeadsOpt = None, work_dir: WorkOpt = None, model: Mod
     _ensure_data(engine, work, 128, 16)
     weight = engine.model.get_output_embeddings().weight.detach()
     loaded = load_heads(heads)
-    ranks = truth_ranks(loaded, load_sequences(work, "eval"), weight)
+    ranks = truth_ranks(loaded, load_sequences(work, "eval"), weight,
+                        embed_weight=engine.model.get_input_embeddings().weight.detach())
     costs = forward_costs(engine.model, list(range(1, max_nodes + 1)))
     result = choose_tree(ranks, costs)
     table = Table(title="tree size vs predicted speed-up (this machine)")

@@ -1,11 +1,14 @@
 """Self-distillation data: the base model answers our prompts greedily, we keep its own tokens.
 
-Medusa-1 trains heads on a frozen backbone, so the backbone's hidden states can be computed once.
-We capture them *during* generation with a decode-loop observer (the hidden state of each token as
-it is fed), so no second pass over prompt + answer is needed. Everything lands in a work folder:
-``tokens.jsonl`` (one line per prompt) and one ``hidden-*.safetensors`` per generated batch, so an
-interrupted run resumes at the next batch and training never regenerates.
-"""
+Two steps per batch of prompts. Any ``Engine`` writes the greedy answers (vLLM when speed
+matters, or the ``LocalEngine`` itself); then one teacher-forced forward pass of the HF model over
+prompt + answer gives the final (post-norm) hidden state of every position at once. Medusa-1 trains
+heads on a frozen backbone, so these are the states the decode loop would have seen. Recording
+them in-flight tied the data to our own slow decode loop; one batched prefill-style pass costs a
+fraction of decoding (about a quarter per token on the CPU) and lets a fast engine (vLLM) write
+the answers. Everything lands in a work folder: ``tokens.jsonl`` (one line per prompt) and one
+``hidden-*.safetensors`` per batch, so an interrupted run resumes at the next batch and training
+never regenerates."""
 
 from __future__ import annotations
 
@@ -13,17 +16,20 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from manyheads.errors import ConfigError
-from manyheads.models.engine import encode_prompt
-from manyheads.models.local.decode import Row, decode_stream
+from manyheads.models.engine import Engine, encode_prompt
 from manyheads.models.types import SamplingParams
 
+if TYPE_CHECKING:
+    from manyheads.models.local.engine import LocalEngine
+
 PROMPTS_FILE = Path(__file__).parent / "prompts.jsonl"
+FORWARD_TOKENS = 4096  # padded tokens per teacher-forced forward pass (bounds its memory)
 
 
 @dataclass
@@ -49,18 +55,6 @@ def chat(prompt: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": prompt}]
 
 
-class _HiddenRecorder:
-    """Decode-loop observer keeping the final hidden state of the last fed position per pass."""
-
-    wants_attentions = False
-
-    def __init__(self) -> None:
-        self.steps: list[torch.Tensor] = []  # each [B, H]
-
-    def on_forward(self, input_ids: torch.Tensor, outputs: Any, rows: list[int]) -> None:
-        self.steps.append(outputs.hidden_states[-1][:, -1, :].to(torch.float16))
-
-
 @dataclass
 class Sequence:
     """One answered prompt: ``hidden[j]`` is the state after feeding answer token j-1
@@ -72,32 +66,39 @@ class Sequence:
     hidden: torch.Tensor  # [len(tokens), H] float16
 
 
-def generate(engine: Any, work_dir: str | Path, *, max_new_tokens: int = 160,
-             batch_size: int = 8, prompts: list[Prompt] | None = None,
-             progress: Callable[[int], None] | None = None) -> int:
-    """Answer every prompt not yet in ``work_dir``; returns how many were answered now."""
+def generate(text_engine: Engine, local_engine: LocalEngine, work_dir: str | Path, *,
+             max_new_tokens: int = 160, batch_size: int = 16, prompts: list[Prompt] | None = None,
+             progress: Callable[[int], None] | None = None,
+             forward_tokens: int = FORWARD_TOKENS) -> int:
+    """Answer every prompt not yet in ``work_dir``; returns how many were answered now.
+
+    ``text_engine`` writes the greedy answers (any engine serving the same model, the local one
+    included); ``local_engine`` supplies the tokenizer and the HF model for the hidden states.
+    """
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     done = answered_ids(work)
     todo = [p for p in (load_prompts() if prompts is None else prompts) if p.id not in done]
-    eos = min(engine.eos_ids)
+    tokenizer, context_len = local_engine.tokenizer, local_engine.context_len
+    eos = min(local_engine.eos_ids)
+    params = SamplingParams(max_tokens=max_new_tokens, temperature=0)
     made = 0
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
-        ids = [encode_prompt(engine.tokenizer, chat(p.prompt), engine.context_len) for p in chunk]
-        rows = [Row(prompt_len=len(i), params=SamplingParams(max_tokens=max_new_tokens))
-                for i in ids]
-        recorder = _HiddenRecorder()
-        for _ in decode_stream(engine.model, ids, rows, eos_ids=engine.eos_ids,
-                               pad_id=engine.pad_id, observers=[recorder]):
-            pass
-        hidden = torch.stack(recorder.steps, dim=1)  # [B, passes, H]
+        ids = [encode_prompt(tokenizer, chat(p.prompt), context_len) for p in chunk]
+        completions = text_engine.chat([chat(p.prompt) for p in chunk], params)
+        answers = []
+        for prompt_ids, completion in zip(ids, completions, strict=True):
+            tokens = tokenizer(completion.text, add_special_tokens=False)["input_ids"]
+            tokens = list(tokens) + ([eos] if completion.finish_reason == "stop" else [])
+            answers.append(tokens[:context_len - len(prompt_ids)])
+        hidden = answer_hidden(local_engine.model, ids, answers, pad_id=local_engine.pad_id,
+                               max_tokens=forward_tokens)
         tensors, lines = {}, []
-        for b, (p, row) in enumerate(zip(chunk, rows, strict=True)):
-            tokens = list(row.tokens) + ([eos] if row.finish_reason == "stop" else [])
-            tensors[f"p{p.id}"] = hidden[b, :len(tokens)].contiguous()
+        for p, prompt_ids, tokens, h in zip(chunk, ids, answers, hidden, strict=True):
+            tensors[f"p{p.id}"] = h
             lines.append(json.dumps({"id": p.id, "split": p.split, "category": p.category,
-                                     "prompt_ids": ids[b], "tokens": tokens}))
+                                     "prompt_ids": prompt_ids, "tokens": tokens}))
         tmp = work / f"hidden-{chunk[0].id:05d}.tmp"
         save_file(tensors, str(tmp))
         tmp.replace(work / f"hidden-{chunk[0].id:05d}.safetensors")
@@ -107,6 +108,38 @@ def generate(engine: Any, work_dir: str | Path, *, max_new_tokens: int = 160,
         if progress:
             progress(len(chunk))
     return made
+
+
+@torch.inference_mode()
+def answer_hidden(model, prompts: list[list[int]], answers: list[list[int]], *, pad_id: int,
+                  max_tokens: int = FORWARD_TOKENS) -> list[torch.Tensor]:
+    """Teacher-forced final hidden states: for each pair, rows [P-1, P-1+len(answer)) of
+    ``hidden_states[-1]`` over prompt + answer (``Sequence.hidden``), as float16 on the CPU.
+
+    The answer's last token is never fed (nothing is predicted from it). Sequences go through in
+    right-padded sub-batches of at most ``max_tokens`` padded tokens, longest first.
+    """
+    feeds = [p + a[:-1] for p, a in zip(prompts, answers, strict=True)]
+    out: list[torch.Tensor | None] = [None] * len(feeds)
+    device = next(model.parameters()).device
+    order = sorted(range(len(feeds)), key=lambda i: -len(feeds[i]))
+    while order:
+        width = len(feeds[order[0]])
+        group = order[:max(1, max_tokens // max(width, 1))]
+        order = order[len(group):]
+        input_ids = torch.full((len(group), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(group), width), dtype=torch.long)
+        for row, i in enumerate(group):
+            input_ids[row, :len(feeds[i])] = torch.tensor(feeds[i], dtype=torch.long)
+            mask[row, :len(feeds[i])] = 1
+        outputs = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                        output_hidden_states=True, use_cache=False,
+                        logits_to_keep=1)  # no [b, width, vocab] logits: only states are wanted
+        last = outputs.hidden_states[-1]  # [b, width, H], post final norm
+        for row, i in enumerate(group):
+            first = len(prompts[i]) - 1
+            out[i] = last[row, first:first + len(answers[i])].to("cpu", torch.float16).clone()
+    return out
 
 
 def answered_ids(work_dir: str | Path) -> set[int]:

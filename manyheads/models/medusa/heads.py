@@ -5,6 +5,12 @@ lm_head predicts token t+1, and predicts token t+i+2. Each head is ``x + SiLU(W 
 ``num_layers`` times, then an output projection. By default the projection is the base model's
 own lm_head (shared, not stored), which keeps a checkpoint at K*H*H floats and makes a head with
 W = 0 start out as a copy of the base prediction: a sensible initialisation.
+
+``sequential`` heads (Hydra, Ankner et al., 2024) also read the token just before their target:
+head i adds ``U_i e(token t+i+1)`` to the hidden state, where ``e`` is the base model's input
+embedding, so head 0 knows the base's own next token and head i the draft of head i-1. Medusa
+heads must guess that token implicitly. ``U_i`` starts at zero: an untrained Hydra head is a
+Medusa head.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ class MedusaConfig(BaseModel):
     hidden_size: int = Field(576, ge=1)
     vocab_size: int = Field(49152, ge=1)
     shared_lm_head: bool = Field(True, description="reuse the base lm_head as the projection")
+    sequential: bool = Field(False, description="Hydra-style: head i also reads the embedding "
+                                                "of the token before its target")
     bias: bool = False
     base_model: str = ""
     training: dict = Field(default_factory=dict, description="provenance: steps, data, loss")
@@ -56,7 +64,11 @@ class ResBlock(nn.Module):
 
 
 class MedusaHeads(nn.Module):
-    """K heads; ``forward`` gives logits [K, ..., V] for hidden states [..., H]."""
+    """K heads; ``forward`` gives logits [K, ..., V] for hidden states [..., H].
+
+    Sequential heads also take ``prev`` [K, ..., H]: the input embedding of the token before
+    each head's target (see ``previous_tokens``).
+    """
 
     def __init__(self, config: MedusaConfig) -> None:
         super().__init__()
@@ -65,25 +77,51 @@ class MedusaHeads(nn.Module):
             nn.Sequential(*[ResBlock(config.hidden_size, config.bias)
                             for _ in range(config.num_layers)])
             for _ in range(config.num_heads))
+        self.token_proj = None
+        if config.sequential:
+            self.token_proj = nn.ModuleList(nn.Linear(config.hidden_size, config.hidden_size,
+                                                      bias=False)
+                                            for _ in range(config.num_heads))
+            for proj in self.token_proj:
+                nn.init.zeros_(proj.weight)
         self.lm_heads = None
         if not config.shared_lm_head:
             self.lm_heads = nn.ModuleList(nn.Linear(config.hidden_size, config.vocab_size,
                                                     bias=False)
                                           for _ in range(config.num_heads))
 
-    def features(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden: [..., H] -> per-head features [K, ..., H] (before the projection)."""
-        return torch.stack([block(hidden) for block in self.blocks])
+    def head_features(self, i: int, hidden: torch.Tensor,
+                      prev: torch.Tensor | None = None) -> torch.Tensor:
+        """Head i's features [..., H] from hidden [..., H] (and prev [..., H] if sequential)."""
+        if self.token_proj is not None:
+            if prev is None:
+                raise ConfigError("sequential (Hydra) heads need the previous token's embedding")
+            hidden = hidden + self.token_proj[i](prev)
+        return self.blocks[i](hidden)
 
-    def forward(self, hidden: torch.Tensor,
+    def project(self, i: int, feats: torch.Tensor,
                 lm_head_weight: torch.Tensor | None = None) -> torch.Tensor:
-        """hidden: [..., H]; lm_head_weight: [V, H] (needed when shared) -> logits [K, ..., V]."""
-        feats = self.features(hidden)
-        if self.lm_heads is None:
-            if lm_head_weight is None:
-                raise ConfigError("these Medusa heads share the base lm_head: pass its weight")
+        """Head i's logits [..., V]; lm_head_weight [V, H] is needed when it is shared."""
+        if self.lm_heads is not None:
+            return self.lm_heads[i](feats)
+        if lm_head_weight is None:
+            raise ConfigError("these Medusa heads share the base lm_head: pass its weight")
+        return F.linear(feats, lm_head_weight)
+
+    def project_first(self, feats: torch.Tensor,
+                      lm_head_weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [D, ..., V] of the first D heads from their features [D, ..., H]; a shared
+        projection runs as ONE matmul, which reads the [V, H] weight once."""
+        if self.lm_heads is None and lm_head_weight is not None:
             return F.linear(feats, lm_head_weight)
-        return torch.stack([head(f) for head, f in zip(self.lm_heads, feats, strict=True)])
+        return torch.stack([self.project(i, f, lm_head_weight) for i, f in enumerate(feats)])
+
+    def forward(self, hidden: torch.Tensor, lm_head_weight: torch.Tensor | None = None,
+                prev: torch.Tensor | None = None) -> torch.Tensor:
+        """hidden: [..., H]; prev: [K, ..., H] for sequential heads -> logits [K, ..., V]."""
+        feats = torch.stack([self.head_features(i, hidden, None if prev is None else prev[i])
+                             for i in range(self.config.num_heads)])
+        return self.project_first(feats, lm_head_weight)
 
     def init_lm_heads_from(self, lm_head_weight: torch.Tensor) -> None:
         """Own projections start as copies of the base lm_head (so untrained heads = base)."""
@@ -105,6 +143,20 @@ class MedusaHeads(nn.Module):
         tmp_cfg.write_text(json.dumps(self.config.model_dump(), indent=2) + "\n")
         tmp_cfg.replace(directory / CONFIG_FILE)
         return directory
+
+
+def previous_tokens(tokens: list[int], num_heads: int) -> torch.Tensor:
+    """[L, K]: the token before head i's target at row j, ``tokens[j+i]`` (-100 past the end).
+
+    Row j is the hidden state that predicts ``tokens[j]`` through the base lm_head, so head 0
+    reads the base's own token and head i the target of head i-1 (teacher forcing).
+    """
+    n = len(tokens)
+    out = torch.full((n, num_heads), -100, dtype=torch.long)
+    t = torch.tensor(tokens, dtype=torch.long)
+    for i in range(num_heads):
+        out[:max(0, n - i), i] = t[i:]
+    return out
 
 
 def load_heads(directory: str | Path | None = None) -> MedusaHeads:

@@ -80,18 +80,38 @@ class MedusaStep:
             self._pruned[room] = prune(self.tree, room)
         return self._pruned[room]
 
-    def _topk(self, batch: Batch, tree: Tree) -> torch.Tensor:
-        """The heads' best guesses [depth, k] from the last hidden state."""
-        need = tree.topk_per_head()
+    def _candidates(self, batch: Batch, tree: Tree, root: int) -> torch.Tensor:
+        """The tree's tokens [N]: the root, then the heads' guesses under it."""
+        if tree.size == 1:
+            return torch.tensor([root])
         weight = batch.model.get_output_embeddings().weight  # [V, H]
         hidden = batch.last_hidden[0].to(weight.dtype)  # [H]
         heads = self.heads
-        if heads.lm_heads is None:  # only run the heads the tree uses
-            feats = torch.stack([heads.blocks[i](hidden) for i in range(len(need))])  # [D, H]
-            logits = feats @ weight.T  # [D, V]
-        else:
-            logits = heads(hidden)[:len(need)]
-        return torch.topk(logits, max(need), dim=-1).indices  # [D, k]
+        if heads.config.sequential:
+            return self._sequential_candidates(batch, tree, root, hidden, weight)
+        need = tree.topk_per_head()  # only run the heads the tree uses
+        feats = torch.stack([heads.head_features(i, hidden) for i in range(len(need))])  # [D, H]
+        logits = heads.project_first(feats, weight)  # [D, V]
+        return candidate_tokens(tree, root, torch.topk(logits, max(need), dim=-1).indices)
+
+    def _sequential_candidates(self, batch: Batch, tree: Tree, root: int,
+                               hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Hydra: a node's children are head d's guesses after reading the node's own token
+        (d = the node's depth), so each depth waits for the tokens of the one above."""
+        embed = batch.model.get_input_embeddings().weight  # [V, H]
+        kids = tree.children()
+        tokens = torch.empty(tree.size, dtype=torch.long)
+        tokens[0] = root
+        for depth in range(tree.max_depth):
+            parents = [n for n in range(tree.size) if tree.depths[n] == depth and kids[n]]
+            feats = self.heads.head_features(depth, hidden.expand(len(parents), -1),
+                                             embed[tokens[parents]])  # [P, H]
+            k = 1 + max(tree.ranks[c] for n in parents for c in kids[n])
+            top = torch.topk(self.heads.project(depth, feats, weight), k, dim=-1).indices
+            for row, node in enumerate(parents):  # [P, k]
+                for child in kids[node]:
+                    tokens[child] = top[row, tree.ranks[child]]
+        return tokens
 
     def _pending(self, batch: Batch) -> tuple[int, torch.Tensor] | None:
         """A token drawn by rejection sampling last step: emitted now, it has no KV yet."""
@@ -114,8 +134,7 @@ class MedusaStep:
         if root in batch.eos_ids or room <= 0:
             return [[root]]  # the row ends with this token: nothing else to compute
         tree = self._tree_for(room)
-        tokens = candidate_tokens(tree, root, self._topk(batch, tree)) if tree.size > 1 \
-            else torch.tensor([root])
+        tokens = self._candidates(batch, tree, root)
         outputs = self._verify(batch, tree, tokens)
         logits = outputs.logits[0].float()  # [N, V]
         extra = None

@@ -25,8 +25,14 @@ from pydantic import BaseModel, Field
 from torch.nn import functional as F
 
 from manyheads.errors import ConfigError
-from manyheads.models.medusa.data import features, iter_batches, load_sequences
-from manyheads.models.medusa.heads import MedusaConfig, MedusaHeads, load_heads
+from manyheads.models.medusa.data import (
+    Sequence,
+    features,
+    head_targets,
+    iter_batches,
+    load_sequences,
+)
+from manyheads.models.medusa.heads import MedusaConfig, MedusaHeads, load_heads, previous_tokens
 
 STATE_FILE = "train_state.pt"
 
@@ -43,6 +49,7 @@ class TrainConfig(BaseModel):
     max_minutes: float | None = Field(None, gt=0, description="stop early (and save) after this")
     seed: int = 0
     vocab: str = Field("data", pattern="^(data|full)$")
+    sequential: bool = Field(False, description="Hydra-style heads (see heads.py)")
 
 
 def head_loss(logits: torch.Tensor, targets: torch.Tensor, decay: float) -> torch.Tensor:
@@ -63,19 +70,38 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
 
+def rows(sequences: list[Sequence], num_heads: int,
+         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """hidden [N, H], targets [N, K] and previous tokens [N, K] of the rows with a target."""
+    hidden, targets = features(sequences, num_heads)
+    keep = torch.cat([(head_targets(s.tokens, num_heads) != -100).any(dim=1) for s in sequences])
+    prev = torch.cat([previous_tokens(s.tokens, num_heads) for s in sequences])[keep]
+    return hidden, targets, prev
+
+
+def embed_previous(prev: torch.Tensor, embed_weight: torch.Tensor) -> torch.Tensor:
+    """prev [B, K] token ids -> their input embeddings [K, B, H] (rows past the end: token 0)."""
+    return embed_weight[prev.clamp_min(0)].permute(1, 0, 2)
+
+
 def train(work_dir: str | Path, out_dir: str | Path, lm_head_weight: torch.Tensor,
-          config: TrainConfig, *, base_model: str = "", resume: bool = False,
+          config: TrainConfig, *, embed_weight: torch.Tensor | None = None,
+          base_model: str = "", resume: bool = False,
           progress: Callable[[int, int, float], None] | None = None) -> MedusaHeads:
     """Train heads on the cached features in ``work_dir``; checkpoints go to ``work_dir/ckpt``.
 
-    lm_head_weight: [V, H], the frozen shared projection. ``progress(step, total, loss)``.
+    lm_head_weight: [V, H], the frozen shared projection; embed_weight: [V, H], the base input
+    embedding (sequential heads only). ``progress(step, total, loss)``.
     """
     work = Path(work_dir)
-    hidden, targets = features(load_sequences(work, "train"), config.num_heads)
+    if config.sequential and embed_weight is None:
+        raise ConfigError("sequential (Hydra) heads need the base model's input embedding")
+    hidden, targets, prev = rows(load_sequences(work, "train"), config.num_heads)
     n, h = hidden.shape
     v = lm_head_weight.shape[0]
     heads_cfg = MedusaConfig(num_heads=config.num_heads, num_layers=config.num_layers,
-                             hidden_size=h, vocab_size=v, base_model=base_model)
+                             hidden_size=h, vocab_size=v, base_model=base_model,
+                             sequential=config.sequential)
     heads = MedusaHeads(heads_cfg)
     optim = torch.optim.AdamW(heads.parameters(), lr=config.lr, weight_decay=0.0)
     steps_per_epoch = math.ceil(n / config.batch_size)
@@ -91,6 +117,7 @@ def train(work_dir: str | Path, out_dir: str | Path, lm_head_weight: torch.Tenso
         optim.load_state_dict(state["optim"])
         step, losses = state["step"], state["losses"]
     weight = lm_head_weight.detach().float()
+    embed = embed_weight.detach().float() if embed_weight is not None else None
     if config.vocab == "data":
         weight, targets = restrict_vocab(weight, targets)
     started = time.perf_counter()
@@ -102,7 +129,8 @@ def train(work_dir: str | Path, out_dir: str | Path, lm_head_weight: torch.Tenso
         for index in batches[step % steps_per_epoch:]:
             for group in optim.param_groups:
                 group["lr"] = lr_at(step, total, config.lr, config.warmup_steps)
-            loss = head_loss(heads(hidden[index], weight), targets[index], config.decay)
+            inputs = embed_previous(prev[index], embed) if config.sequential else None
+            loss = head_loss(heads(hidden[index], weight, inputs), targets[index], config.decay)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
@@ -122,6 +150,7 @@ def train(work_dir: str | Path, out_dir: str | Path, lm_head_weight: torch.Tenso
     heads.config = heads.config.model_copy(update={"training": {
         "steps": step, "planned_steps": total, "positions": n, "epochs": config.epochs,
         "vocab": config.vocab, "lr": config.lr, "batch_size": config.batch_size,
+        "sequential": config.sequential,
         "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])),
         "data": "self-distilled greedy answers to manyheads/models/medusa/prompts.jsonl"}})
     heads.save(out_dir)
@@ -149,13 +178,22 @@ def _checkpoint(heads: MedusaHeads, optim: torch.optim.Optimizer, step: int, los
 
 @torch.no_grad()
 def evaluate(heads: MedusaHeads, work_dir: str | Path, lm_head_weight: torch.Tensor,
-             split: str = "eval", chunk: int = 512) -> list[dict[str, float]]:
-    """Per-head top-1 / top-5 accuracy on the model's own answers to held-out prompts."""
+             split: str = "eval", chunk: int = 512,
+             embed_weight: torch.Tensor | None = None) -> list[dict[str, float]]:
+    """Per-head top-1 / top-5 accuracy on the model's own answers to held-out prompts.
+
+    Sequential heads read the true previous tokens, so head i's accuracy is its acceptance
+    rate given that every earlier guess was right.
+    """
     k = heads.config.num_heads
-    hidden, targets = features(load_sequences(work_dir, split), k)
+    hidden, targets, prev = rows(load_sequences(work_dir, split), k)
+    if heads.config.sequential and embed_weight is None:
+        raise ConfigError("sequential (Hydra) heads need the base model's input embedding")
     hits1, hits5, counts = torch.zeros(k), torch.zeros(k), torch.zeros(k)
     for start in range(0, hidden.shape[0], chunk):
-        logits = heads(hidden[start:start + chunk], lm_head_weight.float())  # [K, c, V]
+        inputs = (embed_previous(prev[start:start + chunk], embed_weight.float())
+                  if heads.config.sequential else None)
+        logits = heads(hidden[start:start + chunk], lm_head_weight.float(), inputs)  # [K, c, V]
         y = targets[start:start + chunk]  # [c, K]
         top5 = logits.topk(5, dim=-1).indices  # [K, c, 5]
         for i in range(k):

@@ -23,6 +23,9 @@ def vllm_tensors(heads_dir: str | Path | None,
                  lm_head_weight: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """Name -> tensor in vLLM's layout; ``lm_head_weight`` [V, H] is needed for shared heads."""
     heads = load_heads(heads_dir)
+    if heads.config.sequential:
+        raise ConfigError("vLLM's Medusa drafter has no sequential (Hydra) heads",
+                          hint="export Medusa heads (trained without --hydra)")
     out: dict[str, torch.Tensor] = {}
     for h, block in enumerate(heads.blocks):
         for layer_index, res in enumerate(block):

@@ -15,6 +15,20 @@ uhead_app = typer.Typer(help="Uncertainty heads: step-level verification.", no_a
 console = Console()
 
 DEFAULT_DATA = Path.home() / ".cache" / "manyheads" / "uhead"
+DATA_ENGINES = ("local", "vllm")
+
+
+def _check_data_engine(value: str) -> str:
+    if value not in DATA_ENGINES:
+        raise typer.BadParameter(f"{value!r}: choose one of {', '.join(DATA_ENGINES)}",
+                                 param_hint="--data-engine")
+    return value
+
+
+DataEngineOpt = Annotated[str, typer.Option(
+    "--data-engine", callback=_check_data_engine,
+    help="engine that writes the solutions: local (features in flight) | vllm (features by "
+         "prefill on the local model)")]
 
 
 def _engine(threads: int):
@@ -27,17 +41,45 @@ def _engine(threads: int):
 
 
 def _generate(engine, directory: Path, problems: int, samples: int, seed: int,
-              temperature: float, max_tokens: int, per_batch: int) -> None:
-    from manyheads.models.uhead.data import generate_shards
+              temperature: float, max_tokens: int, per_batch: int,
+              data_engine: str = "local") -> None:
+    """Missing shards of ``problems`` × ``samples`` solutions; ``engine`` (eager ``LocalEngine``)
+    computes the features. ``local``: it also writes the solutions, observed in flight.
+    ``vllm``: vLLM on the same model writes them (started only if a shard is missing) and
+    ``engine`` scores them by prefill."""
+    from contextlib import ExitStack
+
+    from manyheads.models.uhead.data import generate_shards, solve, solve_by_prefill
     from manyheads.models.uhead.features import FeatureConfig, FeatureObserver
     from manyheads.models.uhead.problems import make_problems
 
-    observer = FeatureObserver(FeatureConfig())
-    engine.observers.append(observer)
-    with tqdm(total=problems, desc=f"solving (seed {seed})", unit="problem") as bar:
-        generate_shards(engine, observer, make_problems(seed, problems), directory, samples,
-                        per_batch, temperature, seed, max_tokens, on_batch=bar.update)
-    engine.observers.remove(observer)
+    _check_data_engine(data_engine)
+    config = FeatureConfig()
+    with ExitStack() as stack:
+        if data_engine == "local":
+            observer = FeatureObserver(config)
+            engine.observers.append(observer)
+            stack.callback(engine.observers.remove, observer)
+
+            def solver(batch, batch_seed: int):
+                return solve(engine, observer, batch, samples, temperature, batch_seed,
+                             max_tokens)
+        else:
+            text_engine = None
+
+            def solver(batch, batch_seed: int):
+                nonlocal text_engine
+                if text_engine is None:  # started at the first missing shard
+                    from manyheads.models import make_engine
+
+                    text_engine = stack.enter_context(make_engine("vllm", model=str(engine.path)))
+                return solve_by_prefill(text_engine, engine, batch, samples, temperature,
+                                        batch_seed, max_tokens, config)
+
+        with tqdm(total=problems, desc=f"solving (seed {seed}, {data_engine})",
+                  unit="problem") as bar:
+            generate_shards(solver, make_problems(seed, problems), directory, per_batch, seed,
+                            on_batch=bar.update)
 
 
 def metrics_table(result: dict[str, float], title: str) -> Table:
@@ -79,7 +121,8 @@ def train(out: Annotated[Path, typer.Option(help="checkpoint directory")] = Path
           epochs: int = 12, seed: int = 1, temperature: float = 0.7, max_tokens: int = 80,
           per_batch: Annotated[int, typer.Option(help="problems per chat call")] = 4,
           threads: int = 1, generate: Annotated[bool, typer.Option(
-              help="make missing data first (shards already there are kept)")] = True) -> None:
+              help="make missing data first (shards already there are kept)")] = True,
+          data_engine: DataEngineOpt = "local") -> None:
     """Solve generated problems, label steps with the checker, train and checkpoint a head.
 
     Validation (and the threshold) use only generated text, split by problem; text with
@@ -91,7 +134,7 @@ def train(out: Annotated[Path, typer.Option(help="checkpoint directory")] = Path
     if generate:
         engine = _engine(threads)
         _generate(engine, data / "generated", problems, samples, seed, temperature, max_tokens,
-                  per_batch)
+                  per_batch, data_engine)
         if synth:
             _synthesize(engine, data / "synth", synth, seed + 4)
     train_set, val_set = split_by_problem(load_samples(data / "generated"), 0.25)
@@ -118,7 +161,7 @@ def evaluate_cmd(head_dir: Annotated[Path | None, typer.Option(
                  data: Annotated[Path, typer.Option(help="held-out shards (made if missing)")]
                  = DEFAULT_DATA / "heldout",
                  problems: int = 30, samples: int = 4, seed: int = 2, threads: int = 1,
-                 png: Path = Path("uhead_pr.png"),
+                 data_engine: DataEngineOpt = "local", png: Path = Path("uhead_pr.png"),
                  json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
     """PR-AUC / ROC-AUC / ECE of the head and the baselines on held-out problems; PR curves."""
     from manyheads.models.uhead.data import load_samples
@@ -132,7 +175,7 @@ def evaluate_cmd(head_dir: Annotated[Path | None, typer.Option(
         head_dir = Path(str(resources.files("manyheads.models.uhead") / "weights" / DEFAULT_HEAD))
     head = UHead.load(head_dir)
     if not any(data.glob("shard_*.pt")):
-        _generate(_engine(threads), data, problems, samples, seed, 0.7, 80, 4)
+        _generate(_engine(threads), data, problems, samples, seed, 0.7, 80, 4, data_engine)
     result, raw = evaluate(head, load_samples(data))
     save_pr_curves(raw, png)
     console.print(metrics_table(result, f"held-out ({data})"))

@@ -11,10 +11,9 @@ from __future__ import annotations
 import random
 import re
 
-from manyheads.models.uhead.data import Sample, build_sample
-from manyheads.models.uhead.features import FeatureConfig, prefill_features, prompt_cache
+from manyheads.models.uhead.data import Sample, prefill_sample, solver_prompt
+from manyheads.models.uhead.features import FeatureConfig
 from manyheads.models.uhead.problems import Problem
-from manyheads.models.uhead.prompts import solver_conversation
 from manyheads.models.uhead.steps import format_steps
 
 _LAST_NUMBER = re.compile(r"(\d+)(?!.*\d)")
@@ -66,14 +65,7 @@ def synth_texts(problem: Problem, count: int, rng: random.Random) -> list[str]:
 def synth_samples(engine, problem: Problem, count: int, config: FeatureConfig,
                   rng: random.Random) -> list[Sample]:
     """Prefill-scored samples of ``synth_texts`` on the engine's backbone."""
-    tokenizer = engine.tokenizer
-    template = tokenizer.apply_chat_template(solver_conversation(problem.text), tokenize=False,
-                                             add_generation_prompt=True)
-    prompt_ids = tokenizer(template, add_special_tokens=False)["input_ids"]
-    cached = prompt_cache(engine.model, prompt_ids)
-    samples = []
-    for text in synth_texts(problem, count, rng):
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        feats = prefill_features(engine.model, prompt_ids, ids, config, cached)
-        samples.append(build_sample(problem, tokenizer, ids, feats))
-    return samples
+    prompt = solver_prompt(engine, problem)
+    scored = (prefill_sample(engine, problem, prompt, text, config)
+              for text in synth_texts(problem, count, rng))
+    return [s for s in scored if s is not None]
