@@ -4,8 +4,8 @@ Prints a table and writes ``bench/results/medusa.json``. For every prompt the tw
 interleaved (vanilla, medusa, vanilla, medusa, ...) ``--repeats`` times so background load on a
 shared machine hits both alike; each prompt's time is the median of its repeats and the speed-up
 is total vanilla time / total Medusa time (prefill included in both). Lossless means the Medusa
-token ids equal the vanilla ones exactly. ``--hydra DIR`` adds sequential (Hydra) heads as a
-third decoder in the same interleaved runs, reported side by side under ``"hydra"``. vLLM
+token ids equal the vanilla ones exactly. Sequential (Hydra) heads run as a third decoder in the
+same interleaved runs, reported side by side under ``"hydra"``. vLLM
 with/without Medusa is a separate, optional ``--vllm`` run (engine start takes minutes on a CPU).
 """
 
@@ -24,7 +24,7 @@ from rich.table import Table
 from manyheads.models.engine import encode_prompt
 from manyheads.models.local.decode import Row, decode_stream, vanilla_step
 from manyheads.models.local.engine import LocalEngine
-from manyheads.models.medusa import enable_medusa, load_heads
+from manyheads.models.medusa import default_heads_dir, enable_medusa, load_heads
 from manyheads.models.medusa.data import chat, load_prompts
 from manyheads.models.types import SamplingParams
 
@@ -80,10 +80,9 @@ def vllm_check(heads_dir: Path | None, k: int, max_tokens: int, n_prompts: int) 
             completions = [engine.chat([p], params)[0] for p in prompts]  # batch 1, like ours
             wall = time.perf_counter() - started
             tokens = sum(c.usage.completion_tokens for c in completions)
-            try:  # the plain engine runs with stat logging off: no metrics there
+            metrics = {}  # the plain engine keeps no counters; the drafting one does
+            if spec is not None:
                 metrics = {k_: v for k_, v in engine.metrics().items() if "spec" in k_}
-            except AssertionError:
-                metrics = {}
             out[name] = {"start_s": boot, "wall_s": wall, "tokens_per_s": tokens / wall,
                          "texts": [c.text for c in completions], "spec_metrics": metrics}
             engine.close()
@@ -111,8 +110,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: steadier on a machine shared with other work)")
-    parser.add_argument("--heads", type=Path, default=None)
-    parser.add_argument("--hydra", type=Path, default=None, help="sequential heads to compare")
+    parser.add_argument("--heads", type=Path, default=default_heads_dir(sequential=False),
+                        help="Medusa heads (default: the shipped ones)")
+    parser.add_argument("--hydra", type=Path, default=default_heads_dir(),
+                        help="Hydra heads run alongside (default: the shipped ones)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--vllm", action="store_true",
                         help="only run vLLM with/without Medusa and merge it into --out")
@@ -129,9 +130,8 @@ def main() -> None:
         return
     engine = LocalEngine()
     heads = load_heads(args.heads)
-    arms = {"vanilla": vanilla_step, "medusa": enable_medusa(engine, args.heads)}
-    if args.hydra is not None:
-        arms["hydra"] = enable_medusa(engine, args.hydra)
+    arms = {"vanilla": vanilla_step, "medusa": enable_medusa(engine, args.heads),
+            "hydra": enable_medusa(engine, args.hydra)}
     prompts = bench_prompts(args.prompts)
     rows, started = [], time.perf_counter()
     for index, (category, text) in enumerate(prompts):
@@ -163,9 +163,8 @@ def main() -> None:
                            "repeats": args.repeats, "threads": args.threads, "greedy": True,
                            "machine": "2-core CPU"},
               "wall_s": time.perf_counter() - started, "by_category": {}}
-    if "hydra" in arms:
-        result["hydra"] = {**summary(rows, "hydra", arms["hydra"]), "per_head_accuracy":
-                           load_heads(args.hydra).config.training.get("eval_accuracy")}
+    result["hydra"] = {**summary(rows, "hydra", arms["hydra"]), "per_head_accuracy":
+                       load_heads(args.hydra).config.training.get("eval_accuracy")}
     result["prompts"] = rows
     for cat in sorted({r["category"] for r in rows}):
         sub = [r for r in rows if r["category"] == cat]
@@ -183,10 +182,9 @@ def main() -> None:
     console.print(f"lossless fraction {result['lossless_fraction']:.3f}; vanilla "
                   f"{result['vanilla_tokens_per_s']:.1f} tok/s, Medusa "
                   f"{result['medusa_tokens_per_s']:.1f} tok/s")
-    if "hydra" in result:
-        hydra = result["hydra"]
-        console.print(f"Hydra: {hydra['speedup']:.2f}x, {hydra['mean_accepted_tokens']:.2f} "
-                      f"tokens/step, lossless {hydra['lossless_fraction']:.3f}")
+    hydra = result["hydra"]
+    console.print(f"Hydra: {hydra['speedup']:.2f}x, {hydra['mean_accepted_tokens']:.2f} "
+                  f"tokens/step, lossless {hydra['lossless_fraction']:.3f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 

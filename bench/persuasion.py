@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def main() -> None:
             "model": engine.model_name,
             "n": args.n,
             "concurrency": args.concurrency,
+            "cpu_worker_cores": os.environ.get("VLLM_CPU_OMP_THREADS_BIND"),  # set by VLLMEngine
             "config": config.model_dump(),
             "seconds": {str(c): r["seconds"] for c, r in runs.items()},
             "dialogues_per_hour": {str(c): r["dialogues_per_hour"] for c, r in runs.items()},

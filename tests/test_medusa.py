@@ -150,14 +150,17 @@ def test_hydra_heads_start_as_medusa_and_round_trip(tmp_path):
 
 
 def test_shipped_heads_exist():
-    heads = load_heads()
-    assert heads.config.hidden_size == 576 and heads.config.vocab_size == 49152
-    assert heads.config.training.get("steps", 0) > 0
+    for sequential in (True, False):
+        heads = load_heads(default_heads_dir(sequential))
+        assert heads.config.sequential is sequential
+        assert heads.config.hidden_size == 576 and heads.config.vocab_size == 49152
+        assert heads.config.training.get("steps", 0) > 0
+    assert load_heads().config.sequential  # Hydra decodes by default
 
 
 def test_vllm_export_names_and_shapes(tmp_path):
-    cfg = load_heads().config
-    out = export_vllm(default_heads_dir(), tmp_path / "vllm")
+    cfg = load_heads(default_heads_dir(sequential=False)).config
+    out = export_vllm(None, tmp_path / "vllm")  # the shipped Medusa heads
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["MedusaModel"] and config["model_type"] == "medusa"
     assert config["num_heads"] == cfg.num_heads and config["num_hidden_layers"] == cfg.num_layers
@@ -190,9 +193,10 @@ def _tokens(engine, prompt, max_tokens):
     return completion.text, [t.token for t in completion.logprobs]
 
 
-def test_greedy_medusa_is_token_for_token_vanilla(engine):
+@pytest.mark.parametrize("sequential", [True, False], ids=["hydra", "medusa"])
+def test_greedy_shipped_heads_are_token_for_token_vanilla(engine, sequential):
     want = [_tokens(engine, p, 32) for p in PROMPTS]
-    step = enable_medusa(engine)
+    step = enable_medusa(engine, default_heads_dir(sequential))
     try:
         got = [_tokens(engine, p, 32) for p in PROMPTS]
     finally:

@@ -100,6 +100,8 @@ def choose_tree(ranks: torch.Tensor, costs: dict[int, float], head_cost: float =
     """Best tree for the measured costs: {"tree", "expected_tokens", "predicted_speedup", "table"}.
 
     costs: seconds per pass for N tree tokens (N includes the root; N=1 is plain decoding).
+    The best tree has at least one guess: N=1 stays in the table as the baseline, and a
+    predicted speed-up below 1 there says drafting does not pay on this machine.
     """
     grown = grow_tree(ranks, max(costs) - 1)
     table = []
@@ -110,6 +112,6 @@ def choose_tree(ranks: torch.Tensor, costs: dict[int, float], head_cost: float =
         speedup = expected * costs[min(costs)] / (costs[n] + extra)
         table.append({"nodes": n, "expected_tokens": expected, "cost_s": costs[n] + extra,
                       "predicted_speedup": speedup, "tree": [list(p) for p, _ in nodes]})
-    best = max(table, key=lambda row: row["predicted_speedup"])
+    best = max(table[1:] or table, key=lambda row: row["predicted_speedup"])
     return {"tree": best["tree"], "expected_tokens": best["expected_tokens"],
             "predicted_speedup": best["predicted_speedup"], "table": table}

@@ -191,8 +191,12 @@ def choose_tree_cmd(heads: HeadsOpt = None, work_dir: WorkOpt = None, model: Mod
                       f"{r['predicted_speedup']:.2f}")
     console.print(table)
     console.print(f"best tree: {[tuple(p) for p in result['tree']]}")
-    if json_out:
-        json_out.write_text(json.dumps(result, indent=2) + "\n")
+    from manyheads.models.medusa.heads import TREE_FILE, default_heads_dir
+    saved = Path(heads or default_heads_dir()) / TREE_FILE  # the heads now decode with it
+    for path in (saved, json_out):
+        if path is not None:
+            path.write_text(json.dumps(result, indent=2) + "\n")
+    console.print(f"tree saved with the heads: {saved}")
 
 
 @medusa_app.command("export-vllm")

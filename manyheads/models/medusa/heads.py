@@ -28,8 +28,11 @@ from manyheads.errors import ConfigError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "heads.safetensors"
+TREE_FILE = "choose_tree.json"  # the candidate tree measured for these heads (optional)
 WEIGHTS_ROOT = Path(__file__).parent / "weights"
-EMBEDDED_HEADS = "smollm2-135m-instruct"
+# Both kinds ship for the embedded model: Hydra heads decode by default (higher acceptance, see
+# bench/results/medusa.json); plain Medusa heads are the ones vLLM can serve.
+EMBEDDED_HEADS = {True: "smollm2-135m-instruct-hydra", False: "smollm2-135m-instruct"}
 
 
 class MedusaConfig(BaseModel):
@@ -181,6 +184,6 @@ def load_heads(directory: str | Path | None = None) -> MedusaHeads:
     return heads
 
 
-def default_heads_dir() -> Path:
-    """Where the heads for the embedded model ship inside the package."""
-    return WEIGHTS_ROOT / EMBEDDED_HEADS
+def default_heads_dir(sequential: bool = True) -> Path:
+    """Where the heads for the embedded model ship: Hydra (default) or plain Medusa."""
+    return WEIGHTS_ROOT / EMBEDDED_HEADS[sequential]

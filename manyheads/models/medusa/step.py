@@ -13,6 +13,7 @@ one pass per token) fall back to ``vanilla_step``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,7 +27,7 @@ from manyheads.models.local.decode import (
     record_logprob,
     vanilla_step,
 )
-from manyheads.models.medusa.heads import MedusaHeads, load_heads
+from manyheads.models.medusa.heads import TREE_FILE, MedusaHeads, default_heads_dir, load_heads
 from manyheads.models.medusa.tree import (
     Tree,
     build_tree,
@@ -39,9 +40,8 @@ from manyheads.models.medusa.tree import (
     typical_accept,
 )
 
-# Chosen by `manyheads medusa choose-tree` for the shipped heads on the 2-core CPU (see
-# weights/smollm2-135m-instruct/choose_tree.json): with ~22% top-1 on the first head, deeper
-# trees cost more per pass than the extra accepted tokens return here.
+# For heads without a chosen tree: three guesses of the first head. Heads carry their own tree in
+# ``choose_tree.json`` once `manyheads medusa choose-tree` has measured them on a machine.
 DEFAULT_TREE: list[tuple[int, ...]] = [(0,), (1,), (2,)]
 
 Acceptance = Literal["typical", "rejection"]
@@ -193,6 +193,18 @@ def gather_cache(cache: Any, keep: torch.Tensor) -> None:
         layer.values = layer.values.index_select(-2, keep)
 
 
+def chosen_tree(heads_dir: str | Path | None) -> list[tuple[int, ...]]:
+    """The tree `choose-tree` picked for these heads, or ``DEFAULT_TREE`` if none was."""
+    path = Path(heads_dir or default_heads_dir()) / TREE_FILE
+    if not path.is_file():
+        return DEFAULT_TREE
+    try:
+        return [tuple(p) for p in json.loads(path.read_text())["tree"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"bad tree file {path}: {exc}",
+                          hint="rerun `manyheads medusa choose-tree`") from None
+
+
 def enable_medusa(engine: Any, heads_dir: str | Path | None = None,
                   tree: list[tuple[int, ...]] | None = None, **kwargs: Any) -> MedusaStep:
     """Make a ``LocalEngine`` decode with Medusa heads (default: the shipped ones).
@@ -208,6 +220,6 @@ def enable_medusa(engine: Any, heads_dir: str | Path | None = None,
             f"{heads.config.vocab_size}, the model has {hidden} / {vocab}",
             hint="train heads for this model with `manyheads medusa train`")
     heads.to(engine.model.get_output_embeddings().weight.dtype)
-    step = MedusaStep(heads, tree, **kwargs)
+    step = MedusaStep(heads, tree or chosen_tree(heads_dir), **kwargs)
     engine.step = step
     return step

@@ -16,10 +16,10 @@ import torch
 from safetensors.torch import save_file
 
 from manyheads.errors import ConfigError
-from manyheads.models.medusa.heads import load_heads
+from manyheads.models.medusa.heads import default_heads_dir, load_heads
 
 
-def vllm_tensors(heads_dir: str | Path | None,
+def vllm_tensors(heads_dir: str | Path,
                  lm_head_weight: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """Name -> tensor in vLLM's layout; ``lm_head_weight`` [V, H] is needed for shared heads."""
     heads = load_heads(heads_dir)
@@ -42,7 +42,7 @@ def vllm_tensors(heads_dir: str | Path | None,
     return {k: v.float().contiguous().clone() for k, v in out.items()}
 
 
-def vllm_config(heads_dir: str | Path | None) -> dict:
+def vllm_config(heads_dir: str | Path) -> dict:
     cfg = load_heads(heads_dir).config
     return {"architectures": ["MedusaModel"], "model_type": "medusa",
             "num_heads": cfg.num_heads, "num_hidden_layers": cfg.num_layers,
@@ -53,10 +53,12 @@ def vllm_config(heads_dir: str | Path | None) -> dict:
 
 def export_vllm(heads_dir: str | Path | None, out_dir: str | Path,
                 base_model: str | Path | None = None) -> Path:
-    """Export heads (default: shipped) to ``out_dir`` for ``speculative_config`` "medusa".
+    """Export heads (default: the shipped Medusa heads) to ``out_dir`` for
+    ``speculative_config`` "medusa".
 
     ``base_model``: where to read the lm_head for shared heads (default: the embedded model).
     """
+    heads_dir = heads_dir or default_heads_dir(sequential=False)
     cfg = load_heads(heads_dir).config
     lm_head = None
     if cfg.shared_lm_head:
