@@ -87,6 +87,10 @@ class Engine(abc.ABC):
         """Run prepared requests as one batch; outputs of a ``response_model`` are parsed."""
         for request in requests:
             check_prompt(request.prompt)
+        return self._run_checked(requests)
+
+    def _run_checked(self, requests: list[Request]) -> list[Completion]:
+        """``run`` for requests whose prompts are already checked (``advance`` checks them)."""
         if not requests:
             return []
         started = time.perf_counter()
@@ -123,7 +127,7 @@ class Engine(abc.ABC):
                     active.append((program, request))
             if not active:
                 return
-            completions = self.run([request for _, request in active])
+            completions = self._run_checked([request for _, request in active])
             waiting = []
             for (program, _), completion in zip(active, completions, strict=True):
                 request, result = advance(program, completion)
