@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from manyheads.errors import ConfigError
 from manyheads.models.engine import Engine, encode_prompt
+from manyheads.models.medusa.heads import previous_tokens
 from manyheads.models.types import SamplingParams
 
 if TYPE_CHECKING:
@@ -185,12 +186,15 @@ def head_targets(tokens: list[int], num_heads: int) -> torch.Tensor:
     return out
 
 
-def features(sequences: list[Sequence], num_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack sequences into hidden [N, H] (float32) and targets [N, K]; drops targetless rows."""
+def features(sequences: list[Sequence], num_heads: int,
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack sequences into hidden [N, H] (float32), targets [N, K] and previous tokens [N, K]
+    (what sequential heads read); drops targetless rows."""
     hidden = torch.cat([s.hidden for s in sequences]).float()
     targets = torch.cat([head_targets(s.tokens, num_heads) for s in sequences])
+    prev = torch.cat([previous_tokens(s.tokens, num_heads) for s in sequences])
     keep = (targets != -100).any(dim=1)
-    return hidden[keep], targets[keep]
+    return hidden[keep], targets[keep], prev[keep]
 
 
 def iter_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:

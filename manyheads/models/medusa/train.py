@@ -26,13 +26,11 @@ from torch.nn import functional as F
 
 from manyheads.errors import ConfigError
 from manyheads.models.medusa.data import (
-    Sequence,
     features,
-    head_targets,
     iter_batches,
     load_sequences,
 )
-from manyheads.models.medusa.heads import MedusaConfig, MedusaHeads, load_heads, previous_tokens
+from manyheads.models.medusa.heads import MedusaConfig, MedusaHeads, load_heads
 
 STATE_FILE = "train_state.pt"
 
@@ -70,15 +68,6 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
 
-def rows(sequences: list[Sequence], num_heads: int,
-         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """hidden [N, H], targets [N, K] and previous tokens [N, K] of the rows with a target."""
-    hidden, targets = features(sequences, num_heads)
-    keep = torch.cat([(head_targets(s.tokens, num_heads) != -100).any(dim=1) for s in sequences])
-    prev = torch.cat([previous_tokens(s.tokens, num_heads) for s in sequences])[keep]
-    return hidden, targets, prev
-
-
 def embed_previous(prev: torch.Tensor, embed_weight: torch.Tensor) -> torch.Tensor:
     """prev [B, K] token ids -> their input embeddings [K, B, H] (rows past the end: token 0)."""
     return embed_weight[prev.clamp_min(0)].permute(1, 0, 2)
@@ -96,7 +85,7 @@ def train(work_dir: str | Path, out_dir: str | Path, lm_head_weight: torch.Tenso
     work = Path(work_dir)
     if config.sequential and embed_weight is None:
         raise ConfigError("sequential (Hydra) heads need the base model's input embedding")
-    hidden, targets, prev = rows(load_sequences(work, "train"), config.num_heads)
+    hidden, targets, prev = features(load_sequences(work, "train"), config.num_heads)
     n, h = hidden.shape
     v = lm_head_weight.shape[0]
     heads_cfg = MedusaConfig(num_heads=config.num_heads, num_layers=config.num_layers,
@@ -186,7 +175,7 @@ def evaluate(heads: MedusaHeads, work_dir: str | Path, lm_head_weight: torch.Ten
     rate given that every earlier guess was right.
     """
     k = heads.config.num_heads
-    hidden, targets, prev = rows(load_sequences(work_dir, split), k)
+    hidden, targets, prev = features(load_sequences(work_dir, split), k)
     if heads.config.sequential and embed_weight is None:
         raise ConfigError("sequential (Hydra) heads need the base model's input embedding")
     hits1, hits5, counts = torch.zeros(k), torch.zeros(k), torch.zeros(k)
