@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from manyheads.models.data_engine import DataEngineOpt
+
 medusa_app = typer.Typer(help="Medusa draft heads: train, eval, choose-tree, export-vllm.",
                          no_args_is_help=True)
 console = Console()
@@ -20,7 +22,6 @@ WorkOpt = Annotated[Path | None, typer.Option(
 ModelOpt = Annotated[str | None, typer.Option(help="base model (default: the embedded one)")]
 ThreadsOpt = Annotated[int | None, typer.Option(help="torch CPU threads (1 is steadier on a "
                                                      "busy machine)")]
-DATA_ENGINES = ("local", "vllm")
 
 
 def _work_dir(work_dir: Path | None, model: str | None) -> Path:
@@ -44,28 +45,19 @@ def _ensure_data(engine, work: Path, max_new_tokens: int, batch_size: int,
     from a vLLM engine on the same model when ``data_engine`` is ``vllm`` (started only if some
     prompts are not cached yet, and closed afterwards).
     """
-    from contextlib import nullcontext
-
     from rich.progress import Progress
 
+    from manyheads.models.data_engine import text_engine
     from manyheads.models.medusa.data import answered_ids, generate, load_prompts
 
-    if data_engine not in DATA_ENGINES:
-        raise typer.BadParameter(f"{data_engine!r}: choose one of {', '.join(DATA_ENGINES)}",
-                                 param_hint="--data-engine")
     prompts = load_prompts()[:limit]
     done = answered_ids(work)
     if all(p.id in done for p in prompts):
         return
-    if data_engine == "vllm":
-        from manyheads.models import make_engine
-        writer = make_engine("vllm", model=str(engine.path))
-    else:
-        writer = nullcontext(engine)
-    with writer as text_engine, Progress(console=console) as bar:
+    with text_engine(data_engine, engine) as writer, Progress(console=console) as bar:
         task = bar.add_task("answering prompts (self-distillation)", total=len(prompts),
                             completed=sum(p.id in done for p in prompts))
-        generate(text_engine, engine, work, max_new_tokens=max_new_tokens,
+        generate(writer, engine, work, max_new_tokens=max_new_tokens,
                  batch_size=batch_size, prompts=prompts, progress=lambda n: bar.advance(task, n))
 
 
@@ -94,9 +86,7 @@ def train(
                         ] = True,
     prompts: Annotated[int | None, typer.Option(
         help="answer only the first N shipped prompts (default: all)")] = None,
-    data_engine: Annotated[str, typer.Option(
-        "--data-engine", help="engine that writes the answers: local | vllm (the hidden states "
-                              "always come from the local model)")] = "local",
+    data_engine: DataEngineOpt = "local",
     threads: ThreadsOpt = None,
 ) -> None:
     """Self-distil the base model, then train Medusa-1 heads on its frozen hidden states."""

@@ -11,24 +11,12 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
+from manyheads.models.data_engine import DataEngineOpt
+
 uhead_app = typer.Typer(help="Uncertainty heads: step-level verification.", no_args_is_help=True)
 console = Console()
 
 DEFAULT_DATA = Path.home() / ".cache" / "manyheads" / "uhead"
-DATA_ENGINES = ("local", "vllm")
-
-
-def _check_data_engine(value: str) -> str:
-    if value not in DATA_ENGINES:
-        raise typer.BadParameter(f"{value!r}: choose one of {', '.join(DATA_ENGINES)}",
-                                 param_hint="--data-engine")
-    return value
-
-
-DataEngineOpt = Annotated[str, typer.Option(
-    "--data-engine", callback=_check_data_engine,
-    help="engine that writes the solutions: local (features in flight) | vllm (features by "
-         "prefill on the local model)")]
 
 
 def _engine(threads: int):
@@ -49,11 +37,12 @@ def _generate(engine, directory: Path, problems: int, samples: int, seed: int,
     ``engine`` scores them by prefill."""
     from contextlib import ExitStack
 
+    from manyheads.models.data_engine import check_data_engine, text_engine
     from manyheads.models.uhead.data import generate_shards, solve, solve_by_prefill
     from manyheads.models.uhead.features import FeatureConfig, FeatureObserver
     from manyheads.models.uhead.problems import make_problems
 
-    _check_data_engine(data_engine)
+    check_data_engine(data_engine)
     config = FeatureConfig()
     with ExitStack() as stack:
         if data_engine == "local":
@@ -65,15 +54,13 @@ def _generate(engine, directory: Path, problems: int, samples: int, seed: int,
                 return solve(engine, observer, batch, samples, temperature, batch_seed,
                              max_tokens)
         else:
-            text_engine = None
+            writer = None
 
             def solver(batch, batch_seed: int):
-                nonlocal text_engine
-                if text_engine is None:  # started at the first missing shard
-                    from manyheads.models import make_engine
-
-                    text_engine = stack.enter_context(make_engine("vllm", model=str(engine.path)))
-                return solve_by_prefill(text_engine, engine, batch, samples, temperature,
+                nonlocal writer
+                if writer is None:  # started at the first missing shard
+                    writer = stack.enter_context(text_engine(data_engine, engine))
+                return solve_by_prefill(writer, engine, batch, samples, temperature,
                                         batch_seed, max_tokens, config)
 
         with tqdm(total=problems, desc=f"solving (seed {seed}, {data_engine})",
