@@ -62,6 +62,18 @@ def test_seeded_sampling_repeats(any_engine):
     assert any_engine.chat(QUESTIONS[1:2], params)[0].text == first
 
 
+def test_vllm_seeded_batch_longer_than_one_scheduler_step(vllm_engine):
+    """Seeded prompts filling more than one step's token budget: with chunked prefill the
+    split prompt crashed the CPU worker; each sample must also not depend on its batch."""
+    passage = " ".join(f"item {i} is on shelf {i % 7}." for i in range(40))  # ~300 tokens
+    conversations = [[{"role": "user", "content": f"{passage} Where is item {i}?"}]
+                     for i in range(10)]
+    params = [SamplingParams(max_tokens=6, temperature=0.9, seed=i) for i in range(10)]
+    batch = vllm_engine.chat(conversations, params)
+    assert sum(c.usage.prompt_tokens for c in batch) > vllm_engine.context_len
+    assert vllm_engine.chat(conversations[7:8], params[7:8])[0].text == batch[7].text
+
+
 def test_raw_prompt_generation(any_engine):
     completion = any_engine.generate(["The first three letters of the alphabet are"],
                                      SamplingParams(max_tokens=8))[0]

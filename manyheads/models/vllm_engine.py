@@ -66,6 +66,9 @@ class VLLMEngine(Engine):
         cuda = _has_cuda()
         if not cuda:
             _bind_worker_to_all_cores()
+            # A seeded request whose prompt is split across steps crashes the CPU worker
+            # ("CPU Generator does not use offset"): schedule whole prompts only.
+            llm_options.setdefault("enable_chunked_prefill", False)
         if speculative_config and not cuda:
             _preload_intel_openmp()
         try:
