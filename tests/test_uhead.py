@@ -262,6 +262,24 @@ def test_default_verifier_scores_steps(verifier):
     assert all(s.flagged == (s.p_incorrect > verifier.threshold) for s in scores)
 
 
+def test_rating_a_scored_sample_equals_scoring_its_text(verifier):
+    """``rate`` reuses a sample's features (e.g. vLLM text scored by prefill): same verdicts as
+    ``score`` on the same text, up to the samples' float16 storage."""
+    from manyheads.models.uhead.data import solve_by_prefill
+
+    problem = make_problem(5, 1)
+    samples = solve_by_prefill(verifier.engine, verifier.engine, [problem], 2, 0.7, 3,
+                               max_tokens=48)[0]
+    stepped = [s for s in samples if s.spans]
+    assert stepped
+    for sample in stepped:
+        rated = verifier.rate(sample)
+        scored = verifier.score(problem.text, sample.text)
+        assert [s.text for s in rated.scores] == [s.text for s in scored]
+        assert [s.p_incorrect for s in rated.scores] == pytest.approx(
+            [s.p_incorrect for s in scored], abs=0.02)
+
+
 def test_guided_generation_respects_retry_bound(verifier):
     problem = make_problem(5, 0).text
     strict = type(verifier)(verifier.head, verifier.engine, threshold=0.0)  # flags every step

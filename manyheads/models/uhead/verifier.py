@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from manyheads.models.types import ChatMessage, SamplingParams
+from manyheads.models.uhead.data import Sample
 from manyheads.models.uhead.errors import UHeadError
 from manyheads.models.uhead.features import FeatureObserver, prefill_features
 from manyheads.models.uhead.head import UHead
@@ -154,6 +155,11 @@ class StepVerifier:
         text, offsets = decode_offsets(self.engine.tokenizer, ids)
         steps = split_steps(text)
         return Candidate(text, self._scores(feats, steps, token_spans(offsets, steps)))
+
+    def rate(self, sample: Sample) -> Candidate:
+        """Score a sample whose features are already taken (``solve_by_prefill``, ``solve``)."""
+        return Candidate(sample.text, self._scores(sample.features, split_steps(sample.text),
+                                                   sample.spans))
 
     def best_of_n(self, prompt: str | list[ChatMessage], n: int = 8, temperature: float = 0.7,
                   max_tokens: int = 96, seed: int = 0) -> Guided:
