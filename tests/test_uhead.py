@@ -299,3 +299,35 @@ def test_judge_plumbing(eager_engine):
     labels = judge_labels(eager_engine, "What is 2 + 3 + 4?", ["2 + 3 = 5", "5 + 4 = 10"],
                           max_tokens=64)
     assert len(labels) == 2 and all(label in (0, 1, None) for label in labels)
+
+
+# -- CLI -----------------------------------------------------------------------------------------
+def test_cli_trains_and_evaluates_on_existing_shards(eager_engine, tmp_path):
+    """`uhead train --no-generate` then `uhead eval` on shards made by prefill scoring: a
+    checkpoint, metrics JSON and PR curves come out; a wrong --data-engine is refused."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from manyheads.cli import app
+    from manyheads.models.uhead.data import generate_shards, solve_by_prefill
+
+    def solver(batch, seed):
+        return solve_by_prefill(eager_engine, eager_engine, batch, 2, 0.7, seed, max_tokens=40)
+
+    generate_shards(solver, make_problems(1, 12), tmp_path / "generated", per_batch=6, seed=1)
+    runner = CliRunner()
+    trained = runner.invoke(app, ["uhead", "train", "--data", str(tmp_path), "--no-generate",
+                                  "--epochs", "2", "--out", str(tmp_path / "head")])
+    assert trained.exit_code == 0, trained.output
+    assert UHead.load(tmp_path / "head").num_params() < 10_000_000
+    evaluated = runner.invoke(app, ["uhead", "eval", "--head", str(tmp_path / "head"),
+                                    "--data", str(tmp_path / "generated"),
+                                    "--png", str(tmp_path / "pr.png"),
+                                    "--json", str(tmp_path / "m.json")])
+    assert evaluated.exit_code == 0, evaluated.output
+    result = json.loads((tmp_path / "m.json").read_text())
+    assert {"uhead_pr_auc", "uhead_roc_auc", "best_baseline_pr_auc"} <= set(result)
+    assert (tmp_path / "pr.png").stat().st_size > 0
+    refused = runner.invoke(app, ["uhead", "eval", "--data-engine", "gpu"])
+    assert refused.exit_code != 0 and "choose one of local, vllm" in refused.output

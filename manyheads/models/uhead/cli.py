@@ -102,14 +102,15 @@ def _synthesize(engine, directory: Path, problems: int, seed: int) -> None:
 def train(out: Annotated[Path, typer.Option(help="checkpoint directory")] = Path("uhead-head"),
           data: Annotated[Path, typer.Option(help="data root: generated/ and synth/ shards, "
                                              "made if missing")] = DEFAULT_DATA,
-          problems: Annotated[int, typer.Option(help="problems the model solves")] = 150,
-          samples: Annotated[int, typer.Option(help="solutions per problem")] = 4,
-          synth: Annotated[int, typer.Option(help="problems with planted mistakes")] = 200,
+          problems: Annotated[int, typer.Option(help="problems the model solves")] = 320,
+          samples: Annotated[int, typer.Option(help="solutions per problem")] = 8,
+          synth: Annotated[int, typer.Option(
+              help="problems with planted mistakes (train side only)")] = 0,
           epochs: int = 12, seed: int = 1, temperature: float = 0.7, max_tokens: int = 80,
-          per_batch: Annotated[int, typer.Option(help="problems per chat call")] = 4,
-          threads: int = 1, generate: Annotated[bool, typer.Option(
+          per_batch: Annotated[int, typer.Option(help="problems per chat call")] = 32,
+          threads: int = 2, generate: Annotated[bool, typer.Option(
               help="make missing data first (shards already there are kept)")] = True,
-          data_engine: DataEngineOpt = "local") -> None:
+          data_engine: DataEngineOpt = "vllm") -> None:
     """Solve generated problems, label steps with the checker, train and checkpoint a head.
 
     Validation (and the threshold) use only generated text, split by problem; text with
@@ -148,7 +149,7 @@ def evaluate_cmd(head_dir: Annotated[Path | None, typer.Option(
                  data: Annotated[Path, typer.Option(help="held-out shards (made if missing)")]
                  = DEFAULT_DATA / "heldout",
                  problems: int = 30, samples: int = 4, seed: int = 2, threads: int = 1,
-                 data_engine: DataEngineOpt = "local", png: Path = Path("uhead_pr.png"),
+                 data_engine: DataEngineOpt = "vllm", png: Path = Path("uhead_pr.png"),
                  json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
     """PR-AUC / ROC-AUC / ECE of the head and the baselines on held-out problems; PR curves."""
     from manyheads.models.uhead.data import load_samples
