@@ -25,7 +25,7 @@ from manyheads.models.engine import encode_prompt
 from manyheads.models.local.decode import Row, decode_stream, vanilla_step
 from manyheads.models.local.engine import LocalEngine
 from manyheads.models.medusa import default_heads_dir, enable_medusa, load_heads
-from manyheads.models.medusa.data import chat, load_prompts
+from manyheads.models.medusa.training.data import chat, load_prompts
 from manyheads.models.types import SamplingParams
 
 RESULTS = Path(__file__).parent / "results" / "medusa.json"

@@ -14,14 +14,14 @@ from pathlib import Path
 from rich.console import Console
 
 from manyheads.models.local.engine import LocalEngine
-from manyheads.orchestration.multiplex import MODES, MultiplexConfig, default_panel
-from manyheads.orchestration.multiplex_eval import (
+from manyheads.orchestration.rooms.multiplex.eval import (
     pick,
     run_eval,
     summarize,
     summary_table,
     write_results,
 )
+from manyheads.orchestration.rooms.multiplex.graph import MODES, MultiplexConfig, default_panel
 from manyheads.settings import get_settings
 
 RESULTS = Path(__file__).parent / "results"

@@ -18,10 +18,10 @@ from rich.console import Console
 from rich.table import Table
 
 from manyheads.models import make_engine
-from manyheads.orchestration.generate import payload
-from manyheads.orchestration.persuasion import PersuasionConfig, run_batch
-from manyheads.orchestration.persuasion_data import load_scenarios, package_scenarios
-from manyheads.orchestration.persuasion_metrics import summarise
+from manyheads.orchestration.rooms.persuasion.generate import payload
+from manyheads.orchestration.rooms.persuasion.graph import PersuasionConfig, run_batch
+from manyheads.orchestration.rooms.persuasion.metrics import summarise
+from manyheads.orchestration.rooms.persuasion.scenarios import load_scenarios, package_scenarios
 
 RESULTS = Path(__file__).parent / "results" / "persuasion.json"
 

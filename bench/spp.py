@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from manyheads.models.local.engine import LocalEngine
-from manyheads.orchestration.spp_eval import TASKS, load_items, read_jsonl, run_eval, summarize
+from manyheads.orchestration.harness.files import read_jsonl
+from manyheads.orchestration.rooms.spp.eval import TASKS, load_items, run_eval, summarize
 from manyheads.settings import get_settings
 
 RESULTS = Path(__file__).parent / "results" / "spp_embedded.json"

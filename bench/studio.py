@@ -16,8 +16,8 @@ from pathlib import Path
 from rich.console import Console
 
 from manyheads.models.local.engine import LocalEngine
-from manyheads.orchestration.studio import StudioConfig
-from manyheads.orchestration.studio_eval import results_table, run_eval
+from manyheads.orchestration.rooms.studio.eval import results_table, run_eval
+from manyheads.orchestration.rooms.studio.graph import StudioConfig
 from manyheads.settings import get_settings
 from manyheads.storage import Store
 

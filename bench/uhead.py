@@ -24,11 +24,17 @@ from tqdm import tqdm
 
 from manyheads.models.local.engine import LocalEngine
 from manyheads.models.types import SamplingParams
-from manyheads.models.uhead.checker import is_correct
-from manyheads.models.uhead.data import STOP, Sample, build_sample, load_samples, solve_by_prefill
-from manyheads.models.uhead.problems import Problem, make_problems
 from manyheads.models.uhead.prompts import solver_conversation
-from manyheads.models.uhead.train import BASELINES, evaluate, save_pr_curves
+from manyheads.models.uhead.training.checker import is_correct
+from manyheads.models.uhead.training.data import (
+    STOP,
+    Sample,
+    build_sample,
+    load_samples,
+    solve_by_prefill,
+)
+from manyheads.models.uhead.training.problems import Problem, make_problems
+from manyheads.models.uhead.training.train import BASELINES, evaluate, save_pr_curves
 from manyheads.models.uhead.verifier import StepVerifier, majority, pick_best
 
 RESULTS = Path(__file__).parent / "results"

@@ -9,7 +9,7 @@ import pytest
 
 from manyheads.errors import ConfigError
 from manyheads.orchestration.conversation import ChatOptions
-from manyheads.orchestration.generate_chat import export, generate_chat, load_prompts
+from manyheads.orchestration.harness.generate import export, generate_chat, load_prompts
 from manyheads.orchestration.registry import get_room
 from manyheads.storage import Store
 

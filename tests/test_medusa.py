@@ -21,8 +21,14 @@ from manyheads.models.medusa import (
     export_vllm,
     load_heads,
 )
-from manyheads.models.medusa.data import Prompt, chat, generate, head_targets, load_sequences
 from manyheads.models.medusa.heads import previous_tokens
+from manyheads.models.medusa.training.data import (
+    Prompt,
+    chat,
+    generate,
+    head_targets,
+    load_sequences,
+)
 from manyheads.models.medusa.tree import (
     ancestor_mask,
     build_tree,

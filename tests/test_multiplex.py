@@ -12,9 +12,10 @@ import pytest
 from manyheads.errors import ConfigError
 from manyheads.models.engine import Engine
 from manyheads.models.types import Completion
-from manyheads.orchestration import multiplex_eval
 from manyheads.orchestration.conversation import ChatOptions
-from manyheads.orchestration.multiplex import (
+from manyheads.orchestration.registry import get_room
+from manyheads.orchestration.rooms.multiplex import eval as multiplex_eval
+from manyheads.orchestration.rooms.multiplex.graph import (
     MODES,
     SYNTHESIZER,
     MultiplexConfig,
@@ -24,14 +25,13 @@ from manyheads.orchestration.multiplex import (
     default_panel,
     load_panel,
 )
-from manyheads.orchestration.pds import (
+from manyheads.orchestration.rooms.multiplex.pds import (
     classify_embedding,
     distribution,
     entropy_pct,
     score,
     split_sentences,
 )
-from manyheads.orchestration.registry import get_room
 from manyheads.storage import Store
 
 TINY = {"max_tokens": 24, "member_tokens": 16}

@@ -19,22 +19,22 @@ import pytest
 from manyheads.errors import ConfigError
 from manyheads.models.engine import Engine
 from manyheads.models.types import Completion
-from manyheads.orchestration.persuasion import (
+from manyheads.orchestration.rooms.persuasion.graph import (
     DialogueState,
     PersuaderView,
     PersuasionConfig,
-    hidden_texts,
     persuader_spec,
     persuader_view,
     run_batch,
     run_dialogue,
 )
-from manyheads.orchestration.persuasion_data import (
+from manyheads.orchestration.rooms.persuasion.metrics import leaks, public_texts
+from manyheads.orchestration.rooms.persuasion.mind import hidden_texts
+from manyheads.orchestration.rooms.persuasion.scenarios import (
     draft_scenarios,
     load_scenarios,
     package_scenarios,
 )
-from manyheads.orchestration.persuasion_metrics import leaks, public_texts
 from manyheads.storage.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent

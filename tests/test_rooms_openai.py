@@ -10,7 +10,7 @@ import pytest
 
 from manyheads.orchestration.conversation import ChatOptions
 from manyheads.orchestration.registry import get_room
-from manyheads.orchestration.spp_eval import run_eval
+from manyheads.orchestration.rooms.spp.eval import run_eval
 from manyheads.storage import Store
 
 SMALL = {

@@ -8,13 +8,13 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from manyheads.cli.eval import eval_app
 from manyheads.errors import ConfigError
 from manyheads.models.engine import Engine
 from manyheads.models.types import Completion
-from manyheads.orchestration import spp_eval
-from manyheads.orchestration.eval_cli import eval_app
 from manyheads.orchestration.registry import get_room
-from manyheads.orchestration.spp import (
+from manyheads.orchestration.rooms.spp import eval as spp_eval
+from manyheads.orchestration.rooms.spp.graph import (
     DEFAULT_PERSONAS,
     MAX_PERSONAS,
     MIN_PERSONAS,

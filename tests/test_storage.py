@@ -18,6 +18,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from manyheads.cli.db import db_app
 from manyheads.errors import ConfigError, StorageError
 from manyheads.storage import (
     Artifact,
@@ -28,7 +29,6 @@ from manyheads.storage import (
     Store,
 )
 from manyheads.storage.checkpoint import open_checkpointer
-from manyheads.storage.cli import db_app
 
 # Bound by assignment, not import: see test_storage_resume.py.
 db_url = storage_fixtures.db_url

@@ -15,9 +15,8 @@ from manyheads.models.engine import Engine
 from manyheads.models.types import Completion
 from manyheads.orchestration.conversation import ChatOptions
 from manyheads.orchestration.registry import get_room
-from manyheads.orchestration.studio import MemoryRecorder, StudioConfig, build_graph, converse
-from manyheads.orchestration.studio_agents import apply_edits, read_turn
-from manyheads.orchestration.studio_draw import (
+from manyheads.orchestration.rooms.studio.agents import apply_edits, read_turn
+from manyheads.orchestration.rooms.studio.draw import (
     DiffusersDrawer,
     SketchDrawer,
     crop,
@@ -25,8 +24,14 @@ from manyheads.orchestration.studio_draw import (
     similarity,
     subject_consistency,
 )
-from manyheads.orchestration.studio_eval import load_dialogues, run_eval, score_session
-from manyheads.orchestration.studio_layout import (
+from manyheads.orchestration.rooms.studio.eval import load_dialogues, run_eval, score_session
+from manyheads.orchestration.rooms.studio.graph import (
+    MemoryRecorder,
+    StudioConfig,
+    build_graph,
+    converse,
+)
+from manyheads.orchestration.rooms.studio.layout import (
     Box,
     Layout,
     Subject,

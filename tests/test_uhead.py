@@ -9,8 +9,6 @@ import pytest
 import torch
 
 from manyheads.models.types import SamplingParams
-from manyheads.models.uhead import metrics
-from manyheads.models.uhead.checker import check_step, is_correct, label_steps
 from manyheads.models.uhead.features import (
     FeatureConfig,
     FeatureObserver,
@@ -18,7 +16,6 @@ from manyheads.models.uhead.features import (
     prompt_cache,
 )
 from manyheads.models.uhead.head import UHead, UHeadConfig
-from manyheads.models.uhead.problems import make_problem, make_problems
 from manyheads.models.uhead.prompts import solver_conversation
 from manyheads.models.uhead.steps import (
     answer_number,
@@ -27,6 +24,9 @@ from manyheads.models.uhead.steps import (
     split_steps,
     token_spans,
 )
+from manyheads.models.uhead.training import metrics
+from manyheads.models.uhead.training.checker import check_step, is_correct, label_steps
+from manyheads.models.uhead.training.problems import make_problem, make_problems
 
 TRICKY = ("Let me think.\r\n  step 1: Pens = 6 * 4 = 24  \r\nthat is 24 pens\n"
           "**Step 2:** 24 - 5 = 19 (see Step 1: above)\n\n"
@@ -195,7 +195,7 @@ def test_inflight_and_prefill_features_agree(eager_engine):
 def test_solve_by_prefill_matches_inflight(eager_engine):
     """The same solutions as ``solve`` (same requests and seeds); features by prefill per token
     id, agreeing with the in-flight ones wherever the re-tokenized ids are the sampled ids."""
-    from manyheads.models.uhead.data import solve, solve_by_prefill
+    from manyheads.models.uhead.training.data import solve, solve_by_prefill
 
     config, problems = FeatureConfig(), make_problems(3, 1)
     by_prefill = solve_by_prefill(eager_engine, eager_engine, problems, 2, 0.7, 5,
@@ -226,7 +226,7 @@ def test_solve_by_prefill_matches_inflight(eager_engine):
 
 
 def test_generate_shards_resumes(tmp_path):
-    from manyheads.models.uhead.data import Sample, generate_shards, load_samples
+    from manyheads.models.uhead.training.data import Sample, generate_shards, load_samples
 
     calls = []
 
@@ -265,7 +265,7 @@ def test_default_verifier_scores_steps(verifier):
 def test_rating_a_scored_sample_equals_scoring_its_text(verifier):
     """``rate`` reuses a sample's features (e.g. vLLM text scored by prefill): same verdicts as
     ``score`` on the same text, up to the samples' float16 storage."""
-    from manyheads.models.uhead.data import solve_by_prefill
+    from manyheads.models.uhead.training.data import solve_by_prefill
 
     problem = make_problem(5, 1)
     samples = solve_by_prefill(verifier.engine, verifier.engine, [problem], 2, 0.7, 3,
@@ -294,7 +294,7 @@ def test_guided_generation_respects_retry_bound(verifier):
 
 
 def test_judge_plumbing(eager_engine):
-    from manyheads.models.uhead.judge import judge_labels
+    from manyheads.models.uhead.training.judge import judge_labels
 
     labels = judge_labels(eager_engine, "What is 2 + 3 + 4?", ["2 + 3 = 5", "5 + 4 = 10"],
                           max_tokens=64)
@@ -309,8 +309,8 @@ def test_cli_trains_and_evaluates_on_existing_shards(eager_engine, tmp_path):
 
     from typer.testing import CliRunner
 
-    from manyheads.cli import app
-    from manyheads.models.uhead.data import generate_shards, solve_by_prefill
+    from manyheads.cli.main import app
+    from manyheads.models.uhead.training.data import generate_shards, solve_by_prefill
 
     def solver(batch, seed):
         return solve_by_prefill(eager_engine, eager_engine, batch, 2, 0.7, seed, max_tokens=40)

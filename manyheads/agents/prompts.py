@@ -1,6 +1,8 @@
-"""Prompts are package data: YAML files of Jinja templates under ``agents/prompts/``.
+"""Prompts are package data: a YAML file of Jinja templates beside the code that uses them.
 
-Rendering uses ``StrictUndefined`` so a missing variable is an error, not a silent blank.
+Each room keeps its words in its own package (``rooms/<name>/prompts.yaml``), and a user's room
+keeps them in the user's package: ``Prompts(__package__)`` finds them either way. Rendering uses
+``StrictUndefined`` so a missing variable is an error, not a silent blank.
 """
 
 from __future__ import annotations
@@ -19,24 +21,33 @@ _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newlin
 
 
 @cache
-def load_prompts(name: str) -> dict[str, str]:
-    """The templates of ``prompts/<name>.yaml`` by key."""
-    path = resources.files("manyheads.agents") / "prompts" / f"{name}.yaml"
+def load_prompts(package: str, name: str = "prompts") -> dict[str, str]:
+    """The templates of ``<package>/<name>.yaml`` by key."""
+    where = f"{package.replace('.', '/')}/{name}.yaml"
     try:
+        path = resources.files(package) / f"{name}.yaml"
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"no prompt file named {name!r} in manyheads/agents/prompts") from None
+    except (FileNotFoundError, ModuleNotFoundError):
+        raise ConfigError(f"no prompt file {where}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where} is not valid YAML: {exc}") from None
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-        raise ConfigError(f"prompts/{name}.yaml must map names to template strings")
+        raise ConfigError(f"{where} must map names to template strings")
     return data
 
 
-def render(name: str, key: str, **variables: Any) -> str:
-    """Render template ``key`` of prompt file ``name``."""
-    templates = load_prompts(name)
-    if key not in templates:
-        raise ConfigError(f"prompts/{name}.yaml has no template {key!r}")
-    try:
-        return _ENV.from_string(templates[key]).render(**variables).strip()
-    except jinja2.UndefinedError as exc:
-        raise ConfigError(f"prompts/{name}.yaml:{key}: {exc.message}") from None
+class Prompts:
+    """The prompt templates of one package: ``PROMPTS = Prompts(__package__)``."""
+
+    def __init__(self, package: str, name: str = "prompts") -> None:
+        self.package, self.name = package, name
+
+    def render(self, key: str, **variables: Any) -> str:
+        templates = load_prompts(self.package, self.name)
+        where = f"{self.package.replace('.', '/')}/{self.name}.yaml"
+        if key not in templates:
+            raise ConfigError(f"{where} has no template {key!r}")
+        try:
+            return _ENV.from_string(templates[key]).render(**variables).strip()
+        except jinja2.UndefinedError as exc:
+            raise ConfigError(f"{where}:{key}: {exc.message}") from None

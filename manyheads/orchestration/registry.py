@@ -16,11 +16,11 @@ from pydantic import BaseModel
 from manyheads.errors import ConfigError
 
 ROOM_MODULES = (
-    "manyheads.orchestration.demo",
-    "manyheads.orchestration.spp",
-    "manyheads.orchestration.persuasion",
-    "manyheads.orchestration.studio",
-    "manyheads.orchestration.multiplex",
+    "manyheads.orchestration.rooms.demo.graph",
+    "manyheads.orchestration.rooms.spp.graph",
+    "manyheads.orchestration.rooms.persuasion.graph",
+    "manyheads.orchestration.rooms.studio.graph",
+    "manyheads.orchestration.rooms.multiplex.graph",
 )
 
 

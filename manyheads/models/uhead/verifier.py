@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 
 from manyheads.models.types import ChatMessage, SamplingParams
-from manyheads.models.uhead.data import Sample
 from manyheads.models.uhead.errors import UHeadError
 from manyheads.models.uhead.features import FeatureObserver, prefill_features
 from manyheads.models.uhead.head import UHead
 from manyheads.models.uhead.prompts import solver_conversation
+from manyheads.models.uhead.sample import Sample
 from manyheads.models.uhead.steps import (
     Step,
     answer_number,

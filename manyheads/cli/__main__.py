@@ -1,0 +1,3 @@
+from manyheads.cli.main import main
+
+main()

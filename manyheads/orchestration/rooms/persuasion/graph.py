@@ -1,0 +1,448 @@
+"""The double-blind persuasion room: a persuader with Theory of Mind against a hidden mind.
+
+Each round is four steps: the persuader guesses the persuadee's beliefs and desires (ToM) and picks
+a target and method, speaks, the persuadee answers from its hidden state, then decides to agree,
+continue or refuse. Double-blindness holds by construction: every persuader prompt is built from
+``PersuaderView``, a projection of the dialogue that has no hidden field, through ``Agent.view``.
+
+A step is a pair of pure functions (build the request, apply the completion), so the same steps
+run one dialogue as a LangGraph graph (``build_graph``) or many at once (``run_batch``), where
+each dialogue is an engine program (``dialogue_program``) and ``Engine.drive`` batches them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from manyheads.agents import Agent, AgentSpec, Turn
+from manyheads.agents.prompts import Prompts
+from manyheads.errors import ConfigError, StructuredOutputError
+from manyheads.models import Engine, SamplingParams
+from manyheads.models.engine import Program, Request
+from manyheads.models.types import ChatMessage, Completion
+from manyheads.orchestration.conversation import (
+    ChatOptions,
+    Listener,
+    Quiet,
+    open_session,
+    store_user_message,
+)
+from manyheads.orchestration.registry import Room, register
+from manyheads.orchestration.rooms.persuasion.metrics import tom_scores
+from manyheads.orchestration.rooms.persuasion.mind import (
+    FALLBACK_TOM,
+    ToMEstimate,
+)
+from manyheads.orchestration.rooms.persuasion.scenarios import (
+    Scenario,
+    draft_scenarios,
+    load_scenarios,
+    package_scenarios,
+)
+
+PROMPTS = Prompts(__package__)
+
+Outcome = Literal["active", "agreed", "refused", "turn_limit"]
+
+
+class PersuasionConfig(BaseModel):
+    max_turns: int = Field(3, ge=1, le=20, description="persuader turns before the turn limit")
+    max_tokens: int = Field(64, ge=8, le=512, description="per utterance")
+    tom_max_tokens: int = Field(128, ge=16, le=1024, description="per ToM estimate (JSON)")
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    seed: int = 0
+    observer: bool = Field(False, description="score each ToM estimate against the hidden truth")
+    feedback: bool = Field(False, description="show the observer's scores to the persuader: "
+                                              "NOT double-blind, recorded as such")
+
+    @model_validator(mode="after")
+    def _feedback_needs_observer(self) -> PersuasionConfig:
+        if self.feedback and not self.observer:
+            self.observer = True
+        return self
+
+    @property
+    def double_blind(self) -> bool:
+        return not self.feedback
+
+
+class Decision(BaseModel):
+    decision: Literal["agree", "continue", "refuse"]
+
+
+class DialogueState(BaseModel):
+    """One dialogue in progress, hidden state included: never shown to the persuader whole."""
+
+    key: str = Field(min_length=1, max_length=100)
+    scenario: Scenario
+    turns: list[Turn] = Field(default_factory=list)  # public utterances and observer notes
+    tom: list[ToMEstimate] = Field(default_factory=list)  # one per persuader turn
+    tom_fallbacks: int = 0  # estimates that failed to parse and were replaced by all-unknown
+    observer_scores: list[dict[str, float | None]] = Field(default_factory=list)
+    decisions: list[str] = Field(default_factory=list)
+    outcome: Outcome = "active"
+    persuader_prompts: list[list[ChatMessage]] = Field(default_factory=list)  # for leak checks
+
+    @property
+    def persuader_turns(self) -> int:
+        return sum(t.speaker == self.scenario.persuader for t in self.public_turns)
+
+    @property
+    def public_turns(self) -> list[Turn]:
+        return [t for t in self.turns if t.visibility == "public"]
+
+
+class PersuaderView(BaseModel):
+    """All the persuader may know. It has no hidden field, so no prompt built from it can leak."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    persuader: str
+    persuadee: str
+    background: str
+    goal: str
+    dialogue: tuple[Turn, ...]
+    tom: ToMEstimate | None = None
+    feedback: str | None = None  # observer scores; set only when the config is not double-blind
+
+
+def persuader_view(state: DialogueState, config: PersuasionConfig) -> PersuaderView:
+    """The projection every persuader prompt is built from."""
+    scenario = state.scenario
+    feedback = None
+    if config.feedback and state.observer_scores:
+        feedback = ", ".join(f"{k.replace('_', ' ')} {v:.2f}"
+                             for k, v in state.observer_scores[-1].items() if v is not None)
+    return PersuaderView(persuader=scenario.persuader, persuadee=scenario.persuadee,
+                         background=scenario.background, goal=scenario.goal,
+                         dialogue=tuple(state.public_turns),
+                         tom=state.tom[-1] if len(state.tom) > state.persuader_turns else None,
+                         feedback=feedback or None)
+
+
+def persuader_spec(view: PersuaderView) -> AgentSpec:
+    return AgentSpec(name=view.persuader, role="persuader",
+                     system_prompt=PROMPTS.render("persuader_system", **_public(view)))
+
+
+def persuadee_spec(scenario: Scenario) -> AgentSpec:
+    """The persuadee's system prompt carries its hidden state, in the second person."""
+    preventive, generative = scenario.preventive, scenario.generative
+    return AgentSpec(
+        name=scenario.persuadee, role="persuadee",
+        system_prompt=PROMPTS.render(
+            "persuadee_system", persuadee=scenario.persuadee,
+            persuader=scenario.persuader, background=scenario.background,
+            proposal=generative.content,
+            preventive_action="" if preventive.is_none else preventive.content,
+            preventive_belief=_second_person(preventive.belief),
+            preventive_desire=_second_person(preventive.desire),
+            generative_belief=_sentence(_second_person(generative.belief)),
+            generative_desire=_sentence(_second_person(generative.desire))))
+
+
+# -- steps: (state, config) -> Call, then (state, config, completion) -> state updated ---------
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request: the agent's spec and what ``Agent.view`` builds its conversation from."""
+
+    spec: AgentSpec
+    turns: list[Turn]
+    instruction: str
+    params: SamplingParams
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    request: Callable[[DialogueState, PersuasionConfig], Call]
+    apply: Callable[[DialogueState, PersuasionConfig, Completion], None]
+    response_model: type[BaseModel] | None = None
+
+
+def _tom_request(state: DialogueState, config: PersuasionConfig) -> Call:
+    view = persuader_view(state, config)
+    return Call(persuader_spec(view), list(view.dialogue),
+                PROMPTS.render("tom_request", persuadee=view.persuadee),
+                _params(config, state, "tom", config.tom_max_tokens, stop=()))
+
+
+def _tom_apply(state: DialogueState, config: PersuasionConfig, completion: Completion) -> None:
+    try:
+        estimate = completion.value()
+    except StructuredOutputError:
+        estimate = FALLBACK_TOM
+        state.tom_fallbacks += 1
+    state.tom.append(estimate)
+    if config.observer:
+
+        scores = tom_scores(estimate, state.scenario)
+        state.observer_scores.append(scores)
+        note = ", ".join(f"{k} {v:.2f}" for k, v in scores.items() if v is not None)
+        state.turns.append(Turn(speaker="observer", content=f"ToM scores: {note or 'n/a'}",
+                                visibility="observer"))
+
+
+def _persuader_request(state: DialogueState, config: PersuasionConfig) -> Call:
+    view = persuader_view(state, config)
+    instruction = PROMPTS.render("reply" if view.dialogue else "opening", **_public(view))
+    plan = PROMPTS.render("plan", tom=view.tom, feedback=view.feedback)
+    return Call(persuader_spec(view), list(view.dialogue), f"{instruction} {plan}".strip(),
+                _params(config, state, "persuader", config.max_tokens,
+                        stop=("\n\n", f"\n{view.persuadee}:")))
+
+
+def _persuader_apply(state: DialogueState, config: PersuasionConfig,
+                     completion: Completion) -> None:
+    scenario = state.scenario
+    state.turns.append(Turn(speaker=scenario.persuader,
+                            content=_utterance(completion.text, scenario.persuader,
+                                               scenario.persuadee)))
+
+
+def _persuadee_request(state: DialogueState, config: PersuasionConfig) -> Call:
+    scenario = state.scenario
+    return Call(persuadee_spec(scenario), state.public_turns,
+                PROMPTS.render("persuadee_reply", persuader=scenario.persuader),
+                _params(config, state, "persuadee", config.max_tokens,
+                        stop=("\n\n", f"\n{scenario.persuader}:")))
+
+
+def _persuadee_apply(state: DialogueState, config: PersuasionConfig,
+                     completion: Completion) -> None:
+    scenario = state.scenario
+    state.turns.append(Turn(speaker=scenario.persuadee,
+                            content=_utterance(completion.text, scenario.persuadee,
+                                               scenario.persuader)))
+
+
+def _decision_request(state: DialogueState, config: PersuasionConfig) -> Call:
+    scenario = state.scenario
+    return Call(persuadee_spec(scenario), state.public_turns,
+                PROMPTS.render("decision", proposal=scenario.generative.content),
+                _params(config, state, "decision", 16, stop=()))
+
+
+def _decision_apply(state: DialogueState, config: PersuasionConfig,
+                    completion: Completion) -> None:
+    try:
+        decision = completion.value().decision
+    except StructuredOutputError:
+        decision = "continue"  # a garbled decision must not end (or break) the dialogue
+    state.decisions.append(decision)
+    if decision == "agree":
+        state.outcome = "agreed"
+    elif decision == "refuse":
+        state.outcome = "refused"
+    elif state.persuader_turns >= config.max_turns:
+        state.outcome = "turn_limit"
+
+
+TOM = Step("tom", _tom_request, _tom_apply, ToMEstimate)
+PERSUADER = Step("persuader", _persuader_request, _persuader_apply)
+PERSUADEE = Step("persuadee", _persuadee_request, _persuadee_apply)
+DECIDE = Step("decide", _decision_request, _decision_apply, Decision)
+ROUND = (TOM, PERSUADER, PERSUADEE, DECIDE)
+
+
+def step_request(engine: Engine, step: Step, state: DialogueState,
+                 config: PersuasionConfig) -> Request:
+    """The engine request for ``step``; persuader prompts are kept for the leak check."""
+    call = step.request(state, config)
+    conversation = Agent(call.spec, engine).view(call.turns, call.instruction)
+    if call.spec.role == "persuader":
+        state.persuader_prompts.append(conversation)
+    return Request(conversation, call.params, response_model=step.response_model)
+
+
+def run_step(engine: Engine, step: Step, state: DialogueState, config: PersuasionConfig) -> None:
+    """One step of one dialogue, applied in place (a graph node)."""
+    [completion] = engine.run([step_request(engine, step, state, config)])
+    step.apply(state, config, completion)
+
+
+def new_dialogue(key: str, scenario: Scenario) -> DialogueState:
+    return DialogueState(key=key, scenario=scenario)
+
+
+def dialogue_program(engine: Engine, key: str, scenario: Scenario,
+                     config: PersuasionConfig) -> Program:
+    """One dialogue as an engine program: rounds of steps until it ends; returns its state.
+
+    Every dialogue ends within ``config.max_turns`` rounds, which bounds the loop.
+    """
+    state = new_dialogue(key, scenario)
+    while state.outcome == "active":
+        for step in ROUND:
+            completion = yield step_request(engine, step, state, config)
+            step.apply(state, config, completion)
+    return state
+
+
+def run_batch(engine: Engine, items: Iterable[tuple[str, Scenario]], config: PersuasionConfig,
+              *, concurrency: int = 8,
+              on_done: Callable[[DialogueState], None] | None = None) -> list[DialogueState]:
+    """Run dialogues ``concurrency`` at a time on one engine; returns them as they ended.
+
+    ``Engine.drive`` refills a finished dialogue's slot at once; on vLLM every request joins the
+    running batch as soon as its dialogue asks for it (continuous batching).
+    """
+    finished: list[DialogueState] = []
+    programs = (dialogue_program(engine, key, scenario, config) for key, scenario in items)
+    for state in engine.drive(programs, concurrency=concurrency):
+        finished.append(state)
+        if on_done is not None:
+            on_done(state)
+    return finished
+
+
+class GraphState(TypedDict):
+    dialogue: dict
+
+
+def build_graph(engine: Engine, config: PersuasionConfig, *, checkpointer=None):
+    """One dialogue as a graph: ToM, persuader, persuadee, decide, until it ends."""
+
+    def node(step: Step) -> Callable[[GraphState], GraphState]:
+        def run(state: GraphState) -> GraphState:
+            dialogue = DialogueState.model_validate(state["dialogue"])
+            run_step(engine, step, dialogue, config)
+            return {"dialogue": dialogue.model_dump(mode="json")}
+
+        return run
+
+    def next_round(state: GraphState) -> str:
+        return "tom" if state["dialogue"]["outcome"] == "active" else END
+
+    graph = StateGraph(GraphState)
+    for step in ROUND:
+        graph.add_node(step.name, node(step))
+    graph.add_edge(START, "tom")
+    graph.add_edge("tom", "persuader")
+    graph.add_edge("persuader", "persuadee")
+    graph.add_edge("persuadee", "decide")
+    graph.add_conditional_edges("decide", next_round, ["tom", END])
+    return graph.compile(checkpointer=checkpointer)
+
+
+def run_dialogue(engine: Engine, scenario: Scenario, config: PersuasionConfig | None = None,
+                 *, key: str = "0") -> DialogueState:
+    """One interactive dialogue through the graph."""
+    config = config or PersuasionConfig()
+    graph = build_graph(engine, config)
+    result = graph.invoke({"dialogue": new_dialogue(key, scenario).model_dump(mode="json")},
+                          {"recursion_limit": 4 * config.max_turns + 4})
+    return DialogueState.model_validate(result["dialogue"])
+
+
+def chat_scenario(engine: Engine, topic: str) -> tuple[Scenario, str]:
+    """A scenario for a chat topic, and where it came from.
+
+    The scenario agent writes one; when a small model cannot, a reference scenario from the
+    shipped CToMPersu split stands in (chosen by the topic's hash, so it is stable).
+    """
+    try:
+        return draft_scenarios(engine, topic, 1, attempts=2)[0].scenario, "scenario agent"
+    except ConfigError:
+        records = load_scenarios(package_scenarios())
+        index = int(hashlib.sha256(topic.encode()).hexdigest(), 16) % len(records)
+        return records[index].scenario, f"CToMPersu reference scenario {index}"
+
+
+def converse(engine: Engine, store, session_id: str | None, text: str, *,
+             listener: Listener | None = None, options: ChatOptions | None = None) -> str:
+    """Chat: each message is a topic; the room stages one dialogue on it and stores every turn.
+
+    Hidden mental states, ToM estimates and decisions are stored with ``observer`` visibility:
+    a front end shows them only in its observer view, and no agent ever reads them back.
+    """
+    listener, options = listener or Quiet(), options or ChatOptions()
+    config = PersuasionConfig(**options.config)
+    session_id = open_session(store, "persuasion", session_id, text, config)
+    store_user_message(store, session_id, text, listener)
+
+    def say(speaker: str, content: str, visibility: str = "public", **meta: Any) -> None:
+        listener.message(store.append_message(session_id, role="assistant", participant=speaker,
+                                              content=content, visibility=visibility,
+                                              meta=meta))
+
+    listener.status("the scenario agent is setting the scene")
+    scenario, source = chat_scenario(engine, text)
+    say("Scene", f"{scenario.background}\n\nGoal of {scenario.persuader}: {scenario.goal}",
+        source=source)
+    hidden = {"preventive": scenario.preventive.model_dump(),
+              "generative": scenario.generative.model_dump()}
+    say("Hidden state", f"{scenario.persuadee} wants to: {scenario.preventive.content}",
+        "observer", hidden=hidden)
+    graph = build_graph(engine, config)
+    seen = {"turns": 0, "tom": 0, "decisions": 0}
+    start = {"dialogue": new_dialogue(session_id, scenario).model_dump(mode="json")}
+    for values in graph.stream(start, {"recursion_limit": 4 * config.max_turns + 4},
+                               stream_mode="values"):
+        dialogue = DialogueState.model_validate(values["dialogue"])
+        for estimate in dialogue.tom[seen["tom"]:]:
+            say(f"{scenario.persuader} (ToM)", f"targets {estimate.target.replace('_', ' ')} "
+                f"by {estimate.method.replace('_', ' ')}", "observer",
+                estimate=estimate.model_dump())
+        for turn in dialogue.turns[seen["turns"]:]:
+            side = "persuader" if turn.speaker == scenario.persuader else "persuadee"
+            say(turn.speaker, turn.content, turn.visibility, side=side)
+        for decision in dialogue.decisions[seen["decisions"]:]:
+            say(f"{scenario.persuadee} (decision)", decision, "observer")
+        seen = {"turns": len(dialogue.turns), "tom": len(dialogue.tom),
+                "decisions": len(dialogue.decisions)}
+        listener.status(f"round {dialogue.persuader_turns} of {config.max_turns}")
+    say("Room", f"Outcome: {dialogue.outcome.replace('_', ' ')}", outcome=dialogue.outcome,
+        double_blind=config.double_blind)
+    return session_id
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _public(view: PersuaderView) -> dict[str, str]:
+    return {"persuader": view.persuader, "persuadee": view.persuadee,
+            "background": view.background, "goal": view.goal}
+
+
+def _params(config: PersuasionConfig, state: DialogueState, step: str, max_tokens: int,
+            stop: tuple[str, ...]) -> SamplingParams:
+    """Seeded per dialogue, turn and step, so a regenerated dialogue comes out the same."""
+    text = f"{config.seed}:{state.key}:{len(state.turns)}:{len(state.tom)}:{step}"
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+    return SamplingParams(max_tokens=max_tokens, temperature=config.temperature, seed=seed,
+                          stop=stop)
+
+
+def _utterance(text: str, speaker: str, other: str) -> str:
+    """The speaker's own words: a small model may prefix its name or script the other side."""
+    text = text.strip()
+    names = f"({re.escape(speaker)}|{re.escape(other)})"
+    text = re.sub(rf"^\s*{names}\s*:\s*", "", text)
+    text = re.split(rf"\n\s*{names}\s*:", text)[0].strip()
+    return text or "..."
+
+
+def _second_person(text: str) -> str:
+    text = re.sub(r"^\s*persuadee\s+believes\b", "you believe", text.strip(), flags=re.I)
+    text = re.sub(r"^\s*persuadee\s+wants\b", "you want", text, flags=re.I)
+    return re.sub(r"^\s*persuadee\s+", "you ", text, flags=re.I).rstrip(".")
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
+
+
+register(Room(name="persuasion",
+              description="double-blind persuasion with Theory of Mind over a hidden mind",
+              config=PersuasionConfig, build=build_graph, converse=converse,
+              example="getting a flatmate to join a weekly cooking rota"))

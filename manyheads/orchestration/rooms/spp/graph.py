@@ -1,0 +1,344 @@
+"""Solo Performance Prompting (SPP): one model plays a few task-specific personas that help an
+AI Assistant brainstorm, critique and refine a single answer.
+
+``build_graph`` reads as the process: identify personas (2-4, chosen per task), brainstorm,
+draft, then critique and revise until every persona approves or ``max_rounds`` is reached, then
+the final answer. Two modes share the graph and differ only in the persona turns:
+
+- ``single``: one call speaks for every persona in one shared transcript (the paper's setup);
+- ``multi``: each persona is its own agent, and a round's persona turns run as one batched
+  ``engine.chat`` call, which is how they run side by side on one engine.
+
+The embedded model is small, so every structured step (personas, single-mode notes, verdicts) is
+decoded against a bounded JSON schema, and a step whose output still fails falls back to a safe
+default (a stock persona pair, no notes, an approval) instead of breaking the run. An optional
+``verifier`` scores the assistant's steps; low scores are kept in ``flags`` and shown to the
+critics. Every turn is also sent as a custom stream event, for the UI.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable
+from functools import cache
+from typing import Annotated, Any, Literal, Protocol, TypedDict
+
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from pydantic import BaseModel, Field, create_model
+
+from manyheads.agents import Agent, AgentSpec, Turn
+from manyheads.agents.prompts import Prompts
+from manyheads.errors import ManyheadsError, StructuredOutputError
+from manyheads.models import Engine, SamplingParams
+from manyheads.orchestration.conversation import (
+    ChatOptions,
+    Listener,
+    Quiet,
+    open_session,
+    step_verifier,
+    store_user_message,
+)
+from manyheads.orchestration.registry import Room, register
+
+PROMPTS = Prompts(__package__)
+
+ASSISTANT = "AI Assistant"
+MIN_PERSONAS, MAX_PERSONAS = 2, 4
+NOTE_CHARS = 160  # one persona turn; ~40 tokens, so a note fits in a small max_tokens
+MAX_STEPS = 12  # answer lines sent to the verifier
+
+
+class Persona(BaseModel):
+    name: str = Field(min_length=1, max_length=32)
+    expertise: str = Field(min_length=1, max_length=80)
+
+
+class PersonaPlan(BaseModel):
+    personas: list[Persona] = Field(min_length=MIN_PERSONAS, max_length=MAX_PERSONAS)
+
+
+class Verdict(BaseModel):
+    approve: bool
+    suggestion: str = Field("", max_length=NOTE_CHARS)
+
+
+DEFAULT_PERSONAS = (
+    Persona(name="Domain Expert", expertise="knows the facts this task depends on"),
+    Persona(name="Careful Reviewer", expertise="checks answers for mistakes and gaps"),
+)
+
+
+@cache
+def notes_model(count: int) -> type[BaseModel]:
+    """Single mode: exactly one bounded note per persona, in the order they were named."""
+    note = Annotated[str, Field(min_length=1, max_length=NOTE_CHARS)]
+    return create_model("PersonaNotes", notes=(list[note], Field(min_length=count,
+                                                                  max_length=count)))
+
+
+@cache
+def verdicts_model(count: int) -> type[BaseModel]:
+    """Single mode: exactly one verdict per persona, in order."""
+    return create_model("PersonaVerdicts", verdicts=(list[Verdict], Field(min_length=count,
+                                                                          max_length=count)))
+
+
+class StepScorer(Protocol):
+    """What a step verifier must offer (``manyheads.models.uhead.StepVerifier`` does)."""
+
+    def score(self, prompt: str, steps: list[str]) -> list[Any]: ...
+
+
+class SppConfig(BaseModel):
+    mode: Literal["single", "multi"] = "multi"
+    max_rounds: int = Field(2, ge=1, le=5, description="critique-and-revise rounds at most")
+    max_tokens: int = Field(160, ge=16, le=2048, description="per draft or revision")
+    note_tokens: int = Field(64, ge=16, le=512, description="per persona turn")
+    flag_below: float = Field(0.5, ge=0.0, le=1.0, description="verifier score that is flagged")
+
+
+class SppState(TypedDict, total=False):
+    task: str
+    personas: list[dict[str, str]]
+    transcript: Annotated[list[dict[str, Any]], operator.add]  # Turn dumps, in speaking order
+    draft: str
+    round: int  # critique rounds done
+    approved: bool
+    flags: Annotated[list[dict[str, Any]], operator.add]  # verifier steps scored below the bar
+    final: str
+
+
+def choose_personas(plan: PersonaPlan | None) -> list[Persona]:
+    """The planned personas without duplicates or the assistant, else the stock pair."""
+    chosen: dict[str, Persona] = {}
+    for persona in plan.personas if plan else ():
+        name = " ".join(persona.name.split())
+        if name and name.lower() != ASSISTANT.lower() and name.lower() not in chosen:
+            chosen[name.lower()] = persona.model_copy(update={"name": name})
+    personas = list(chosen.values())
+    return personas if len(personas) >= MIN_PERSONAS else list(DEFAULT_PERSONAS)
+
+
+def answer_steps(text: str) -> list[str]:
+    """The assistant's answer as steps for a verifier: its lines, else its sentences."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) < 2:
+        lines = [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
+    return lines[:MAX_STEPS]
+
+
+def step_score(item: Any) -> float:
+    """A verifier's confidence in one step: ``.score``, or ``1 - p_incorrect`` (UHead)."""
+    value = getattr(item, "score", None)
+    return float(value) if value is not None else 1.0 - float(item.p_incorrect)
+
+
+def build_graph(engine: Engine, config: SppConfig, *, checkpointer=None,
+                verifier: StepScorer | None = None):
+    note_params = SamplingParams(max_tokens=config.note_tokens, stop=("\n\n",))
+    answer_params = SamplingParams(max_tokens=config.max_tokens)
+    assistant = Agent(AgentSpec(name=ASSISTANT, role="assistant", sampling=answer_params,
+                                system_prompt=PROMPTS.render("assistant_system")), engine)
+
+    def personas_of(state: SppState) -> list[Persona]:
+        return [Persona(**p) for p in state["personas"]]
+
+    def agents(personas: list[Persona]) -> list[Agent]:
+        return [Agent(AgentSpec(name=p.name, role="persona", sampling=note_params,
+                                system_prompt=PROMPTS.render("persona_system", speaker=p.name,
+                                                     expertise=p.expertise)), engine)
+                for p in personas]
+
+    def single_view(personas: list[Persona], instruction: str) -> list[dict[str, str]]:
+        system = PROMPTS.render("single_system", personas=[p.model_dump() for p in personas])
+        return [{"role": "system", "content": system}, {"role": "user", "content": instruction}]
+
+    def say(stage: str, round_: int, speaker: str, content: str,
+            steps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        event = {"stage": stage, "round": round_, "speaker": speaker, "content": content}
+        get_stream_writer()(event | ({"steps": steps} if steps else {}))
+        return Turn(speaker=speaker, content=content).model_dump()
+
+    def verify(task: str, text: str, round_: int) -> list[dict[str, Any]]:
+        """Every step of the answer with its score (none without a verifier)."""
+        steps = answer_steps(text)
+        if verifier is None or not steps:
+            return []
+        try:
+            scores = [step_score(s) for s in verifier.score(task, steps)]
+        except ManyheadsError as exc:  # e.g. a step format it cannot read: skip, don't fail
+            get_stream_writer()({"stage": "verify", "round": round_, "error": str(exc)})
+            return []
+        return [{"round": round_, "step": i, "text": step, "score": score}
+                for i, (step, score) in enumerate(zip(steps, scores, strict=False))]
+
+    def low(scored: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [step for step in scored if step["score"] < config.flag_below]
+
+    def identify(state: SppState) -> dict:
+        instruction = PROMPTS.render("identify", task=state["task"], low=MIN_PERSONAS,
+                             high=MAX_PERSONAS)
+        try:
+            plan = assistant.decide([], PersonaPlan, instruction,
+                                    SamplingParams(max_tokens=48 * MAX_PERSONAS))
+        except StructuredOutputError:
+            plan = None
+        personas = choose_personas(plan)
+        names = ", ".join(f"{p.name} ({p.expertise})" for p in personas)
+        return {"personas": [p.model_dump() for p in personas], "round": 0, "approved": False,
+                "flags": [], "transcript": [say("identify", 0, ASSISTANT,
+                                                f"Participants: {ASSISTANT}; {names}")]}
+
+    def brainstorm(state: SppState) -> dict:
+        personas = personas_of(state)
+        if config.mode == "single":
+            instruction = PROMPTS.render("brainstorm_single", task=state["task"],
+                                 personas=[p.model_dump() for p in personas])
+            params = SamplingParams(max_tokens=config.note_tokens * len(personas) + 16)
+            try:
+                notes = engine.structured(single_view(personas, instruction),
+                                          notes_model(len(personas)), params).notes
+            except StructuredOutputError:
+                notes = [""] * len(personas)
+        else:
+            views = [a.view([], PROMPTS.render("brainstorm_persona", task=state["task"],
+                                       speaker=a.name)) for a in agents(personas)]
+            notes = [c.text for c in engine.chat(views, note_params)]
+        turns = [say("brainstorm", 0, p.name, n.strip() or "(no idea)")
+                 for p, n in zip(personas, notes, strict=True)]
+        return {"transcript": turns}
+
+    def draft(state: SppState) -> dict:
+        notes = [f"{t['speaker']}: {t['content']}" for t in state["transcript"]
+                 if t["speaker"] != ASSISTANT and t["content"] != "(no idea)"]
+        text = assistant.respond([], PROMPTS.render("draft", task=state["task"], notes=notes))
+        text = text.text.strip() or "(no answer)"
+        scored = verify(state["task"], text, 0)
+        return {"draft": text, "transcript": [say("draft", 0, ASSISTANT, text, scored)],
+                "flags": low(scored)}
+
+    def critique(state: SppState) -> dict:
+        personas, round_ = personas_of(state), state["round"] + 1
+        flagged = [f["text"] for f in state["flags"] if f["round"] == state["round"]]
+        common = {"task": state["task"], "draft": state["draft"], "flagged": flagged}
+        if config.mode == "single":
+            instruction = PROMPTS.render("critique_single", personas=[p.model_dump()
+                                                                     for p in personas], **common)
+            params = SamplingParams(max_tokens=config.note_tokens * len(personas) + 16)
+            try:
+                verdicts: list[Verdict | None] = list(engine.structured(
+                    single_view(personas, instruction), verdicts_model(len(personas)),
+                    params).verdicts)
+            except StructuredOutputError:
+                verdicts = [None] * len(personas)
+        else:
+            views = [a.view([], PROMPTS.render("critique_persona", speaker=a.name, **common))
+                     for a in agents(personas)]
+            params = SamplingParams(max_tokens=config.note_tokens + 16)
+            verdicts = [c.parsed for c in engine.chat(views, params, response_model=Verdict)]
+        # A verdict that did not parse, or a "fix" with no words, counts as approval: there is
+        # nothing concrete to revise with, and the round limit bounds the loop either way.
+        turns, suggestions = [], []
+        for persona, verdict in zip(personas, verdicts, strict=True):
+            fix = verdict.suggestion.strip() if verdict and not verdict.approve else ""
+            if fix:
+                suggestions.append(fix)
+            content = f"Suggestion: {fix}" if fix else ("Approved." if verdict else
+                                                         "(no usable verdict; counted as approval)")
+            turns.append(say("critique", round_, persona.name, content))
+        return {"transcript": turns, "round": round_, "approved": not suggestions}
+
+    def revise(state: SppState) -> dict:
+        critiques = state["transcript"][-len(state["personas"]):]  # the round just spoken
+        suggestions = [f"{t['speaker']}: {t['content'].removeprefix('Suggestion: ')}"
+                       for t in critiques if t["content"].startswith("Suggestion: ")]
+        text = assistant.respond([], PROMPTS.render("revise", task=state["task"],
+                                            draft=state["draft"], suggestions=suggestions))
+        text = text.text.strip() or state["draft"]
+        scored = verify(state["task"], text, state["round"])
+        return {"draft": text,
+                "transcript": [say("revise", state["round"], ASSISTANT, text, scored)],
+                "flags": low(scored)}
+
+    def final(state: SppState) -> dict:
+        return {"final": state["draft"],
+                "transcript": [say("final", state["round"], ASSISTANT, state["draft"])]}
+
+    def after_critique(state: SppState) -> str:
+        done = state["approved"] or state["round"] >= config.max_rounds
+        return "final" if done else "revise"
+
+    graph = StateGraph(SppState)
+    graph.add_node("identify", identify)
+    graph.add_node("brainstorm", brainstorm)
+    graph.add_node("draft", draft)
+    graph.add_node("critique", critique)
+    graph.add_node("revise", revise)
+    graph.add_node("final", final)
+    graph.add_edge(START, "identify")
+    graph.add_edge("identify", "brainstorm")
+    graph.add_edge("brainstorm", "draft")
+    graph.add_edge("draft", "critique")
+    graph.add_conditional_edges("critique", after_critique, ["revise", "final"])
+    graph.add_edge("revise", "critique")
+    graph.add_edge("final", END)
+    return graph.compile(checkpointer=checkpointer)
+
+
+class SppResult(BaseModel):
+    final: str
+    personas: list[Persona]
+    transcript: list[Turn]
+    rounds: int
+    approved: bool
+    flags: list[dict[str, Any]]
+
+
+def solve(engine: Engine, task: str, config: SppConfig | None = None, *,
+          verifier: StepScorer | None = None,
+          on_event: Callable[[dict[str, Any]], None] | None = None) -> SppResult:
+    """Run the room on one task; ``on_event`` gets each turn as it is spoken."""
+    graph = build_graph(engine, config or SppConfig(), verifier=verifier)
+    state: dict[str, Any] = {}
+    for mode, chunk in graph.stream({"task": task}, stream_mode=["custom", "values"]):
+        if mode == "values":
+            state = chunk
+        elif on_event is not None:
+            on_event(chunk)
+    return SppResult(final=state["final"], personas=state["personas"],
+                     transcript=state["transcript"], rounds=state["round"],
+                     approved=state["approved"], flags=state["flags"])
+
+
+def converse(engine: Engine, store, session_id: str | None, text: str, *,
+             listener: Listener | None = None, options: ChatOptions | None = None) -> str:
+    """Chat: each message is a task; every persona turn is stored as the room speaks it."""
+    listener, options = listener or Quiet(), options or ChatOptions()
+    config = SppConfig(**options.config)
+    session_id = open_session(store, "spp", session_id, text, config)
+    store_user_message(store, session_id, text, listener)
+    verifier = step_verifier(engine) if options.verify else None
+
+    def record(event: dict[str, Any]) -> None:
+        if "speaker" not in event:
+            listener.status(f"step verification skipped: {event.get('error', '')}")
+            return
+        steps = event.get("steps")
+        listener.message(store.append_message(
+            session_id, role="assistant", participant=event["speaker"], content=event["content"],
+            step_scores=[{"text": s["text"], "score": s["score"]} for s in steps] if steps
+            else None,
+            meta={"stage": event["stage"], "round": event["round"]}))
+        listener.status(f"{event['stage']} (round {event['round']}): {event['speaker']} spoke")
+
+    listener.status("choosing the personas this task needs")
+    solve(engine, text, config, verifier=verifier, on_event=record)
+    return session_id
+
+
+register(Room(name="spp", description="Solo Performance Prompting: personas brainstorm, critique "
+              "and refine one answer", config=SppConfig, build=build_graph, converse=converse,
+              example="Write a short poem that names the capital of France and the largest "
+                      "planet."))
