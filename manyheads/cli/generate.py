@@ -140,7 +140,12 @@ def default_prompts(room: str) -> list[str]:
         from manyheads.orchestration.rooms.multiplex.eval import load_questions
 
         return [row["question"] for row in load_questions()]
-    raise ConfigError(f"room {room!r} has no default prompts", hint="pass --prompts FILE")
+    from manyheads.orchestration.registry import get_room
+
+    example = get_room(room).example
+    if not example:
+        raise ConfigError(f"room {room!r} has no default prompts", hint="pass --prompts FILE")
+    return [example]
 
 
 def parse_settings(pairs: list[str]) -> dict[str, object]:

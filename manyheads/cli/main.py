@@ -86,66 +86,58 @@ async def _print_stream(llm, history, params) -> str:
 
 @app.command()
 def serve(engine: EngineOpt = None, model: ModelOpt = None, host: str = "127.0.0.1",
-          port: int = 8000) -> None:
+          port: int = 8000,
+          api_key: Annotated[str | None, typer.Option(
+              help="clients must send Authorization: Bearer KEY (default: MANYHEADS_API_KEY)")]
+          = None,
+          insecure: Annotated[bool, typer.Option(
+              help="allow a non-loopback --host without an API key")] = False) -> None:
     """Serve the model over an OpenAI-compatible HTTP API (vLLM's own server for vLLM)."""
-    from manyheads.models.embedded import resolve_model
+    from manyheads.models.serve import serve_main
 
     settings = get_settings()
-    name = (engine or settings.engine).lower()
-    model = model or settings.model
-    if name == "vllm":
-        from manyheads.models.serve import vllm_server_argv
-
-        argv = vllm_server_argv(str(resolve_model(model)), model, host, port)
-        os.execv(argv[0], argv)
-    if name != "local":
-        raise ManyheadsError(f"serve runs the local or vllm engine, not {name!r}")
-    import uvicorn
-
-    from manyheads.models import make_engine
-    from manyheads.models.serve import build_app
-
-    uvicorn.run(build_app(make_engine("local", model)), host=host, port=port, log_level="info")
+    serve_main((engine or settings.engine).lower(), model or settings.model, host, port,
+               api_key=api_key, insecure=insecure)
 
 
 @app.command()
 def demo(engine: EngineOpt = None, model: ModelOpt = None,
          room: Annotated[str, typer.Option(help="a room name, or 'all' for every room")] = "all",
-         topic: Annotated[str | None, typer.Option(help="demo room: what the agents discuss")]
-         = None,
-         turns: Annotated[int | None, typer.Option(help="demo room: turns to add")] = None,
-         resume: Annotated[str | None, typer.Option(help="demo room: continue a session")]
-         = None) -> None:
-    """Run every room once on its example (or one room), printing and storing the transcripts.
-
-    --topic, --turns and --resume drive the two-agent demo room alone.
-    """
+         message: Annotated[str | None, typer.Option(help="the first message (default: the "
+                                                          "room's example)")] = None,
+         resume: Annotated[str | None, typer.Option(help="finish a session's interrupted turn, "
+                                                         "by session id")] = None,
+         config: Annotated[list[str] | None, typer.Option(
+             "--set", help="room config override, KEY=VALUE (repeatable)")] = None) -> None:
+    """Run every room once on its example (or one room), printing and storing the transcripts."""
+    from manyheads.cli.generate import parse_settings
     from manyheads.models import make_engine
-    from manyheads.orchestration.registry import get_room, rooms
-    from manyheads.orchestration.rooms.demo.graph import DemoConfig, run_demo
+    from manyheads.orchestration.conversation import ChatOptions
+    from manyheads.orchestration.registry import get_room, room_errors, rooms
     from manyheads.storage import Store
 
-    overrides = {k: v for k, v in {"topic": topic, "turns": turns}.items() if v is not None}
-    if overrides or resume is not None:
-        room = "demo"
-    chosen = [r for r in rooms().values() if r.converse] if room == "all" else [get_room(room)]
+    for problem in room_errors():
+        err_console.print(f"[yellow]skipped[/] {problem.source}: {problem.message}")
+    options = ChatOptions(config=parse_settings(config or []))
+    if resume is not None:
+        with Store.open() as store:
+            room = store.get_session(resume).room
+    chosen = list(rooms().values()) if room == "all" else [get_room(room)]
     with Store.open() as store:
         with console.status("starting the engine..."):
             llm = make_engine(engine, model)
         with llm:
             for each in chosen:
                 console.rule(f"[bold]{each.name}[/]: {each.description}")
-                if each.name == "demo" and (overrides or resume is not None):
-                    config = DemoConfig(**overrides) if (overrides or resume is None) else None
-                    session_id = run_demo(llm, store, config, resume=resume,
-                                          show=lambda turn: _say(turn.speaker, turn.content))
+                if resume is not None:
+                    session_id = each.resume(llm, store, resume, listener=PrintingListener(),
+                                             options=options)
                 else:
-                    _say("you", each.example)
-                    session_id = each.converse(llm, store, None, each.example,
-                                               listener=PrintingListener())
+                    text = message or each.example
+                    _say("you", text)
+                    session_id = each.converse(llm, store, None, text,
+                                               listener=PrintingListener(), options=options)
                 console.print(f"\nstored as session [bold]{session_id}[/]")
-                if each.name == "demo":
-                    console.print(f"(continue: manyheads demo --resume {session_id})")
 
 
 def _say(speaker: str, content: str, observer: bool = False) -> None:
@@ -172,7 +164,7 @@ class PrintingListener:
 @app.command()
 def ui(host: str = "127.0.0.1", port: int = 8501) -> None:
     """The chat app: Streamlit on localhost (open the printed URL)."""
-    page = Path(__file__).parent / "ui" / "app.py"
+    page = Path(__file__).parent.parent / "ui" / "app.py"
     argv = [sys.executable, "-m", "streamlit", "run", str(page), "--server.address", host,
             "--server.port", str(port), "--server.headless", "true",
             "--browser.gatherUsageStats", "false"]

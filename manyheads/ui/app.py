@@ -18,8 +18,9 @@ import streamlit as st
 from manyheads.errors import ManyheadsError
 from manyheads.models import Engine, make_engine
 from manyheads.models.engine import Tally
+from manyheads.orchestration.contract import Room
 from manyheads.orchestration.conversation import ChatOptions
-from manyheads.orchestration.registry import Room, rooms
+from manyheads.orchestration.registry import discover
 from manyheads.settings import get_settings
 from manyheads.storage import Store
 from manyheads.ui import render
@@ -48,7 +49,11 @@ def load_store() -> Store:
 
 
 def chat_rooms() -> dict[str, Room]:
-    return {name: room for name, room in rooms().items() if room.converse is not None}
+    """Every room that loaded; a plug-in that did not is named in a warning, not a crash."""
+    found, errors = discover()
+    for problem in errors:
+        st.warning(f"Room not loaded ({problem.source}): {problem.message}")
+    return found
 
 
 def config_overrides(room: Room) -> dict[str, Any]:

@@ -19,9 +19,9 @@ from sqlalchemy import select
 
 from manyheads.errors import ConfigError
 from manyheads.models import Engine
+from manyheads.orchestration.contract import Room
 from manyheads.orchestration.conversation import ChatOptions
 from manyheads.orchestration.harness.files import tabular
-from manyheads.orchestration.registry import Room
 from manyheads.storage import repository as repo
 from manyheads.storage.models import Dataset, DatasetItem, Message
 from manyheads.storage.store import Store
@@ -95,8 +95,6 @@ def generate_chat(engine: Engine, store: Store, room: Room, prompts: list[str], 
                   options: ChatOptions | None = None,
                   on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Generate (or finish) dataset ``name``: one room session per prompt."""
-    if room.converse is None:
-        raise ConfigError(f"room {room.name!r} has no chat entry point to generate with")
     options = options or ChatOptions()
     dataset_id, done = open_dataset(store, name, room, prompts, options, engine)
     dropped = drop_partial(store, room, name)

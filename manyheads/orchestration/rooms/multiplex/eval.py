@@ -69,10 +69,12 @@ def run_item(engine: Engine, question: dict[str, str], config: MultiplexConfig,
              panel: Panel) -> dict[str, Any]:
     """One mode on one question, with the PDS of its answer (MiniLM classifier)."""
     started = time.perf_counter()
-    result = ask(engine, question["question"], config, panel=panel)
+    result = ask(engine, question["question"], config)
     pds = score(result.synthesis, panel.perspectives())
+    turns = [{"stage": t["meta"]["stage"], "speaker": t["speaker"], "content": t["content"],
+              "tradition": t["meta"].get("tradition", "")} for t in result.transcript]
     return {"mode": config.mode, **question, "final": result.final, "sources": result.sources,
-            "panel": [t for t in result.transcript if t["stage"] != "final"],
+            "panel": [t for t in turns if t["stage"] != "final"],
             **pds.model_dump(), "elapsed_s": round(time.perf_counter() - started, 2)}
 
 

@@ -17,37 +17,34 @@ from YAML or JSON with errors that name the file and the bad field.
 from __future__ import annotations
 
 import json
-import operator
 import re
 from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Any, Literal
 
 import yaml
-from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from manyheads.agents.prompts import Prompts
 from manyheads.errors import ConfigError
 from manyheads.models import Engine, SamplingParams
 from manyheads.models.types import ChatMessage
-from manyheads.orchestration.conversation import (
-    ChatOptions,
-    Listener,
-    Quiet,
-    open_session,
-    store_user_message,
+from manyheads.orchestration.room import (
+    RoomContext,
+    RoomState,
+    context_of,
+    say,
+    status,
+    with_earlier,
 )
-from manyheads.orchestration.registry import Room, register
 from manyheads.orchestration.rooms.multiplex.pds import Classifier, score
-from manyheads.storage import Store
 
 PROMPTS = Prompts(__package__)
 
-ROOM = "multiplex"
 ASSISTANT, SYNTHESIZER = "Assistant", "Synthesizer"
 MIN_MEMBERS, MAX_MEMBERS = 2, 12
 NO_ANSWER = "(no answer)"
@@ -138,18 +135,19 @@ class MultiplexConfig(BaseModel):
     temperature: float = Field(0.7, ge=0.0, le=2.0, description="greedy decoding makes a small "
                                "model loop; light sampling, seeded, stays reproducible")
     seed: int = 0
+    measure: bool = Field(True, description="score the final answer's Perspectives Distribution")
 
     def panel(self) -> Panel:
         return load_panel(self.panel_file) if self.panel_file else default_panel()
 
 
-class MultiplexState(TypedDict, total=False):
-    question: str
+class MultiplexState(RoomState, total=False):
+    question: str  # this turn's message, with the earlier exchanges before it
     answers: list[dict[str, str]]  # {name, tradition, text}: the panel's latest answers
-    transcript: Annotated[list[dict[str, Any]], operator.add]  # every turn, in speaking order
     synthesis: str  # the answer the PDS is measured on
     sources: list[str]  # members the final answer draws on
     final: str
+    speaker: str  # who gives the final answer
 
 
 def named_members(text: str, panel: Panel) -> list[str]:
@@ -172,92 +170,136 @@ def degenerate(text: str) -> bool:
     return len(words) >= 20 and len(set(words)) / len(words) < MIN_DISTINCT
 
 
-def build_graph(engine: Engine, config: MultiplexConfig, *, checkpointer=None,
-                panel: Panel | None = None):
-    panel = panel or config.panel()
-    members = panel.members
-    sampling = {"temperature": config.temperature, "top_p": 0.9, "seed": config.seed}
-    answer_params = SamplingParams(max_tokens=config.max_tokens, **sampling)
-    member_params = SamplingParams(max_tokens=config.member_tokens, **sampling)
+STATUS = {"baseline": "answering", "contextual": "answering from several traditions",
+          "panel": "the panel is answering"}
 
-    def say(stage: str, speaker: str, content: str, tradition: str = "") -> dict[str, Any]:
-        turn = {"stage": stage, "speaker": speaker, "tradition": tradition, "content": content}
-        get_stream_writer()(turn)
-        return turn
 
-    def conversation(system: str, user: str) -> list[ChatMessage]:
-        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+def ctx(runtime: Runtime) -> RoomContext[MultiplexConfig]:
+    return context_of(runtime, MultiplexConfig)
 
-    def member_system(member: PanelMember) -> str:
-        return PROMPTS.render("member_system", speaker=member.name, tradition=member.tradition,
-                      values=member.values, voice=member.voice)
 
-    def spoken(stage: str, texts: list[str]) -> dict[str, Any]:
-        answers = [{"name": m.name, "tradition": m.tradition, "text": t.strip() or NO_ANSWER}
-                   for m, t in zip(members, texts, strict=True)]
-        return {"answers": answers,
-                "transcript": [say(stage, a["name"], a["text"], a["tradition"]) for a in answers]}
+def sampling(config: MultiplexConfig, max_tokens: int) -> SamplingParams:
+    return SamplingParams(max_tokens=max_tokens, temperature=config.temperature, top_p=0.9,
+                          seed=config.seed)
 
-    def answer(state: MultiplexState) -> dict:
-        system = (PROMPTS.render("baseline_system") if config.mode == "baseline" else
-                  PROMPTS.render("contextual_system", traditions=[m.tradition for m in members]))
-        text = engine.chat([conversation(system, state["question"])], answer_params)[0].text
-        text = text.strip() or NO_ANSWER
-        return {"synthesis": text, "final": text, "sources": [],
-                "transcript": [say("final", ASSISTANT, text)]}
 
-    def ask_panel(state: MultiplexState) -> dict:
-        views = [conversation(member_system(m), PROMPTS.render("member_answer",
-                                                       question=state["question"]))
-                 for m in members]
-        return spoken("answer", [c.text for c in engine.chat(views, member_params)])
+def conversation(system: str, user: str) -> list[ChatMessage]:
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
-    def revise(state: MultiplexState) -> dict:
-        answers = state["answers"]
-        views = [conversation(member_system(m), PROMPTS.render(
-            "member_revise", question=state["question"], own=answers[i]["text"],
-            others=[a | {"text": gist(a["text"])} for j, a in enumerate(answers)
-                    if j != i and a["text"] != NO_ANSWER]))
-            for i, m in enumerate(members)]
-        return spoken("revise", [c.text for c in engine.chat(views, member_params)])
 
-    def synthesize(state: MultiplexState) -> dict:
-        heard = [a | {"text": gist(a["text"])} for a in state["answers"]
-                 if a["text"] != NO_ANSWER and not degenerate(a["text"])]
-        text = ""
-        if heard:
-            prompt = PROMPTS.render("synthesize", question=state["question"], answers=heard)
-            text = engine.chat([conversation(PROMPTS.render("synthesizer_system"), prompt)],
-                               answer_params)[0].text.strip()
-        # A small model may return nothing or loop: the panel's own words are then the answer.
-        if not text or degenerate(text):
-            text = "\n".join(f"{a['name']}: {a['text']}" for a in heard)
-        body = text or NO_ANSWER
-        sources = named_members(body, panel)
-        final = body
-        if not sources:  # it forgot to name them: say whose answers it was given
-            sources = [a["name"] for a in heard]
-            final = f"{body}\n\nPerspectives drawn on: {', '.join(sources)}." if sources else body
-        return {"synthesis": body, "sources": sources, "final": final,
-                "transcript": [say("final", SYNTHESIZER, final)]}
+def member_system(member: PanelMember) -> str:
+    return PROMPTS.render("member_system", speaker=member.name, tradition=member.tradition,
+                          values=member.values, voice=member.voice)
 
-    def first(state: MultiplexState) -> str:
-        return "panel" if config.mode == "panel" else "answer"
 
-    def after_panel(state: MultiplexState) -> str:
-        return "revise" if config.revise else "synthesize"
+def spoken(stage: str, members: list[PanelMember], texts: list[str]) -> dict[str, Any]:
+    answers = [{"name": m.name, "tradition": m.tradition, "text": t.strip() or NO_ANSWER}
+               for m, t in zip(members, texts, strict=True)]
+    said = [say(a["name"], a["text"], meta={"stage": stage, "tradition": a["tradition"]})
+            for a in answers]
+    return {"answers": answers, "said": said}
 
-    graph = StateGraph(MultiplexState)
+
+def open_turn(state: MultiplexState, runtime: Runtime) -> dict:
+    status(STATUS[ctx(runtime).config.mode])
+    return {"question": with_earlier(state), "answers": [], "sources": []}
+
+
+def answer(state: MultiplexState, runtime: Runtime) -> dict:
+    context = ctx(runtime)
+    config, members = context.config, context.config.panel().members
+    system = (PROMPTS.render("baseline_system") if config.mode == "baseline" else
+              PROMPTS.render("contextual_system", traditions=[m.tradition for m in members]))
+    text = context.engine.chat([conversation(system, state["question"])],
+                               sampling(config, config.max_tokens))[0].text
+    text = text.strip() or NO_ANSWER
+    return {"synthesis": text, "final": text, "sources": [], "speaker": ASSISTANT}
+
+
+def ask_panel(state: MultiplexState, runtime: Runtime) -> dict:
+    context = ctx(runtime)
+    members = context.config.panel().members
+    views = [conversation(member_system(m), PROMPTS.render("member_answer",
+                                                           question=state["question"]))
+             for m in members]
+    params = sampling(context.config, context.config.member_tokens)
+    return spoken("answer", members, [c.text for c in context.engine.chat(views, params)])
+
+
+def revise(state: MultiplexState, runtime: Runtime) -> dict:
+    context = ctx(runtime)
+    members, answers = context.config.panel().members, state["answers"]
+    status("the panel is reading each other")
+    views = [conversation(member_system(m), PROMPTS.render(
+        "member_revise", question=state["question"], own=answers[i]["text"],
+        others=[a | {"text": gist(a["text"])} for j, a in enumerate(answers)
+                if j != i and a["text"] != NO_ANSWER]))
+        for i, m in enumerate(members)]
+    params = sampling(context.config, context.config.member_tokens)
+    return spoken("revise", members, [c.text for c in context.engine.chat(views, params)])
+
+
+def synthesize(state: MultiplexState, runtime: Runtime) -> dict:
+    context = ctx(runtime)
+    status("the synthesizer is weaving the answers")
+    panel = context.config.panel()
+    heard = [a | {"text": gist(a["text"])} for a in state["answers"]
+             if a["text"] != NO_ANSWER and not degenerate(a["text"])]
+    text = ""
+    if heard:
+        prompt = PROMPTS.render("synthesize", question=state["question"], answers=heard)
+        text = context.engine.chat([conversation(PROMPTS.render("synthesizer_system"), prompt)],
+                                   sampling(context.config, context.config.max_tokens))[0]
+        text = text.text.strip()
+    # A small model may return nothing or loop: the panel's own words are then the answer.
+    if not text or degenerate(text):
+        text = "\n".join(f"{a['name']}: {a['text']}" for a in heard)
+    body = text or NO_ANSWER
+    sources = named_members(body, panel)
+    final = body
+    if not sources:  # it forgot to name them: say whose answers it was given
+        sources = [a["name"] for a in heard]
+        final = f"{body}\n\nPerspectives drawn on: {', '.join(sources)}." if sources else body
+    return {"synthesis": body, "sources": sources, "final": final, "speaker": SYNTHESIZER}
+
+
+def conclude(state: MultiplexState, runtime: Runtime) -> dict:
+    """The final answer, with its Perspectives Distribution Score when the config asks for it."""
+    context = ctx(runtime)
+    config = context.config
+    meta: dict[str, Any] = {"stage": "final", "mode": config.mode, "sources": state["sources"]}
+    if config.measure:
+        status("measuring the perspectives")
+        pds = score(state["synthesis"], config.panel().perspectives(),
+                    classifier=config.classifier, engine=context.engine)
+        meta |= {"pds": pds.shares, "pds_entropy": pds.entropy, "sentiment": pds.sentiment}
+    return {"said": [say(state["speaker"], state["final"], meta=meta)]}
+
+
+def first(state: MultiplexState, runtime: Runtime) -> Literal["answer", "panel"]:
+    return "panel" if ctx(runtime).config.mode == "panel" else "answer"
+
+
+def after_panel(state: MultiplexState, runtime: Runtime) -> Literal["revise", "synthesize"]:
+    return "revise" if ctx(runtime).config.revise else "synthesize"
+
+
+def build_graph() -> StateGraph:
+    graph = StateGraph(MultiplexState, context_schema=RoomContext)
+    graph.add_node("open_turn", open_turn)
     graph.add_node("answer", answer)
     graph.add_node("panel", ask_panel)
     graph.add_node("revise", revise)
     graph.add_node("synthesize", synthesize)
-    graph.add_conditional_edges(START, first, ["answer", "panel"])
-    graph.add_edge("answer", END)
+    graph.add_node("conclude", conclude)
+    graph.add_edge(START, "open_turn")
+    graph.add_conditional_edges("open_turn", first, ["answer", "panel"])
+    graph.add_edge("answer", "conclude")
     graph.add_conditional_edges("panel", after_panel, ["revise", "synthesize"])
     graph.add_edge("revise", "synthesize")
-    graph.add_edge("synthesize", END)
-    return graph.compile(checkpointer=checkpointer)
+    graph.add_edge("synthesize", "conclude")
+    graph.add_edge("conclude", END)
+    return graph
 
 
 class MultiplexResult(BaseModel):
@@ -270,63 +312,19 @@ class MultiplexResult(BaseModel):
 
 
 def ask(engine: Engine, question: str, config: MultiplexConfig | None = None, *,
-        panel: Panel | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None) -> MultiplexResult:
-    """Run the room on one question; ``on_event`` gets each turn as it is spoken."""
-    config = config or MultiplexConfig()
-    graph = build_graph(engine, config, panel=panel)
+    """Run the room on one question without a session (evaluation: no PDS here, the caller
+    measures it); ``on_event`` gets each ``said`` entry as it is spoken."""
+    config = (config or MultiplexConfig()).model_copy(update={"measure": False})
+    context = RoomContext(engine=engine, config=config)
     state: dict[str, Any] = {}
-    for kind, chunk in graph.stream({"question": question, "transcript": []},
-                                    stream_mode=["custom", "values"]):
-        if kind == "values":
-            state = chunk
-        elif on_event is not None:
-            on_event(chunk)
+    seen = 0
+    for state in build_graph().compile().stream({"request": question, "turn": 0, "history": []},
+                                                context=context, stream_mode="values"):
+        for entry in state.get("said", [])[seen:]:
+            if on_event is not None:
+                on_event(entry)
+        seen = len(state.get("said", []))
     return MultiplexResult(mode=config.mode, final=state["final"], synthesis=state["synthesis"],
-                           speaker=SYNTHESIZER if config.mode == "panel" else ASSISTANT,
-                           sources=state["sources"], transcript=state["transcript"])
-
-
-STATUS = {"baseline": "answering", "contextual": "answering from several traditions",
-          "panel": "the panel is answering"}
-
-
-def converse(engine: Engine, store: Store, session_id: str | None, text: str, *,
-             listener: Listener | None = None, options: ChatOptions | None = None) -> str:
-    """Chat contract (see ``conversation``): each user message is a new question to the room.
-
-    Panel members' answers are stored as they are spoken (participant = member name); the final
-    answer carries its PDS, PDS entropy and sentiment in ``meta``.
-    """
-    listener, options = listener or Quiet(), options or ChatOptions()
-    config = MultiplexConfig.model_validate(options.config)
-    panel = config.panel()
-    session_id = open_session(store, ROOM, session_id, text, config)
-    store_user_message(store, session_id, text, listener)
-    listener.status(STATUS[config.mode])
-
-    def on_event(turn: dict[str, Any]) -> None:
-        if turn["stage"] == "final":
-            return  # stored below, with its score
-        message = store.append_message(session_id, role="assistant", participant=turn["speaker"],
-                                       content=turn["content"],
-                                       meta={"stage": turn["stage"],
-                                             "tradition": turn["tradition"]})
-        listener.message(message)
-
-    result = ask(engine, text, config, panel=panel, on_event=on_event)
-    listener.status("measuring the perspectives")
-    pds = score(result.synthesis, panel.perspectives(), classifier=config.classifier,
-                engine=engine)
-    message = store.append_message(
-        session_id, role="assistant", participant=result.speaker, content=result.final,
-        meta={"stage": "final", "mode": config.mode, "pds": pds.shares,
-              "pds_entropy": pds.entropy, "sentiment": pds.sentiment, "sources": result.sources})
-    listener.message(message)
-    return session_id
-
-
-register(Room(name=ROOM, description="Multiplex cultural panel: traditions answer, a synthesizer "
-              "weaves one answer, scored by its Perspectives Distribution", config=MultiplexConfig,
-              build=build_graph, converse=converse,
-              example="How should a family decide who cares for an ageing parent?"))
+                           speaker=state["speaker"], sources=state["sources"],
+                           transcript=state["said"])

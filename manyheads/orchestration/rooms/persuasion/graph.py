@@ -16,9 +16,11 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
 
+from langgraph.config import get_config
 from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from manyheads.agents import Agent, AgentSpec, Turn
@@ -27,14 +29,14 @@ from manyheads.errors import ConfigError, StructuredOutputError
 from manyheads.models import Engine, SamplingParams
 from manyheads.models.engine import Program, Request
 from manyheads.models.types import ChatMessage, Completion
-from manyheads.orchestration.conversation import (
-    ChatOptions,
-    Listener,
-    Quiet,
-    open_session,
-    store_user_message,
+from manyheads.orchestration.room import (
+    USER,
+    RoomContext,
+    RoomState,
+    context_of,
+    say,
+    status,
 )
-from manyheads.orchestration.registry import Room, register
 from manyheads.orchestration.rooms.persuasion.metrics import tom_scores
 from manyheads.orchestration.rooms.persuasion.mind import (
     FALLBACK_TOM,
@@ -305,43 +307,146 @@ def run_batch(engine: Engine, items: Iterable[tuple[str, Scenario]], config: Per
     return finished
 
 
-class GraphState(TypedDict):
-    dialogue: dict
+class PersuasionState(RoomState, total=False):
+    """The dialogue, field by field (``DialogueState`` without the leak-check prompts)."""
+
+    key: str
+    scenario: dict[str, Any]
+    turns: list[dict[str, Any]]  # public utterances (the person's included) and observer notes
+    tom: list[dict[str, Any]]
+    tom_fallbacks: int
+    observer_scores: list[dict[str, float | None]]
+    decisions: list[str]
+    outcome: Outcome
+    limit: int  # persuader turns the dialogue may reach before this turn's turn limit
 
 
-def build_graph(engine: Engine, config: PersuasionConfig, *, checkpointer=None):
-    """One dialogue as a graph: ToM, persuader, persuadee, decide, until it ends."""
+DIALOGUE_FIELDS = ("key", "scenario", "turns", "tom", "tom_fallbacks", "observer_scores",
+                   "decisions", "outcome")
 
-    def node(step: Step) -> Callable[[GraphState], GraphState]:
-        def run(state: GraphState) -> GraphState:
-            dialogue = DialogueState.model_validate(state["dialogue"])
-            run_step(engine, step, dialogue, config)
-            return {"dialogue": dialogue.model_dump(mode="json")}
 
-        return run
+def ctx(runtime: Runtime) -> RoomContext[PersuasionConfig]:
+    return context_of(runtime, PersuasionConfig)
 
-    def next_round(state: GraphState) -> str:
-        return "tom" if state["dialogue"]["outcome"] == "active" else END
 
-    graph = StateGraph(GraphState)
-    for step in ROUND:
-        graph.add_node(step.name, node(step))
-    graph.add_edge(START, "tom")
+def dialogue_of(state: PersuasionState) -> DialogueState:
+    return DialogueState.model_validate({k: state[k] for k in DIALOGUE_FIELDS})
+
+
+def fields_of(dialogue: DialogueState) -> dict[str, Any]:
+    data = dialogue.model_dump(mode="json")
+    return {k: data[k] for k in DIALOGUE_FIELDS}
+
+
+def stage(state: PersuasionState, runtime: Runtime) -> dict:
+    """First message: the scenario agent sets the scene the message asks for."""
+    context = ctx(runtime)
+    status("the scenario agent is setting the scene")
+    scenario, source = chat_scenario(context.engine, state["request"])
+    hidden = {"preventive": scenario.preventive.model_dump(),
+              "generative": scenario.generative.model_dump()}
+    said = [say("Scene", f"{scenario.background}\n\nGoal of {scenario.persuader}: "
+                         f"{scenario.goal}", meta={"source": source}),
+            say("Hidden state", f"{scenario.persuadee} wants to: {scenario.preventive.content}",
+                visibility="observer", meta={"hidden": hidden})]
+    # Seeded per session (the thread), so two sessions on one topic differ, a replay does not.
+    dialogue = new_dialogue(str(get_config()["configurable"].get("thread_id", "0")), scenario)
+    return {**fields_of(dialogue), "limit": context.config.max_turns, "said": said}
+
+
+def join(state: PersuasionState, runtime: Runtime) -> dict:
+    """A later message: the person speaks into the dialogue, which goes on for more rounds."""
+    dialogue = dialogue_of(state)
+    dialogue.turns.append(Turn(speaker=USER, content=state["request"]))
+    dialogue.outcome = "active"
+    return {**fields_of(dialogue),
+            "limit": dialogue.persuader_turns + ctx(runtime).config.max_turns}
+
+
+def advance(state: PersuasionState, runtime: Runtime, step: Step) -> dict:
+    """One step of the dialogue; what it added is said (observer material as such)."""
+    context = ctx(runtime)
+    config = context.config.model_copy(update={"max_turns": state["limit"]})
+    dialogue = dialogue_of(state)
+    before = (len(dialogue.turns), len(dialogue.tom), len(dialogue.decisions))
+    run_step(context.engine, step, dialogue, config)
+    scenario = dialogue.scenario
+    said = [say(f"{scenario.persuader} (ToM)", f"targets {e.target.replace('_', ' ')} by "
+                f"{e.method.replace('_', ' ')}", visibility="observer",
+                meta={"estimate": e.model_dump()})
+            for e in dialogue.tom[before[1]:]]
+    for turn in dialogue.turns[before[0]:]:
+        side = "persuader" if turn.speaker == scenario.persuader else "persuadee"
+        said.append(say(turn.speaker, turn.content, visibility=turn.visibility,
+                        meta={"side": side}))
+    said += [say(f"{scenario.persuadee} (decision)", d, visibility="observer")
+             for d in dialogue.decisions[before[2]:]]
+    if step is DECIDE:
+        status(f"round {dialogue.persuader_turns} of {state['limit']}")
+    return {**fields_of(dialogue), "said": said}
+
+
+def tom(state: PersuasionState, runtime: Runtime) -> dict:
+    return advance(state, runtime, TOM)
+
+
+def persuade(state: PersuasionState, runtime: Runtime) -> dict:
+    return advance(state, runtime, PERSUADER)
+
+
+def reply(state: PersuasionState, runtime: Runtime) -> dict:
+    return advance(state, runtime, PERSUADEE)
+
+
+def decide(state: PersuasionState, runtime: Runtime) -> dict:
+    return advance(state, runtime, DECIDE)
+
+
+def outcome(state: PersuasionState, runtime: Runtime) -> dict:
+    return {"said": [say("Room", f"Outcome: {state['outcome'].replace('_', ' ')}",
+                         meta={"outcome": state["outcome"],
+                               "double_blind": ctx(runtime).config.double_blind})]}
+
+
+def opening(state: PersuasionState) -> Literal["stage", "join"]:
+    return "stage" if state["turn"] == 0 or not state.get("scenario") else "join"
+
+
+def next_round(state: PersuasionState) -> Literal["tom", "outcome"]:
+    return "tom" if state["outcome"] == "active" else "outcome"
+
+
+def build_graph() -> StateGraph:
+    """One chat turn of a dialogue: set the scene (or let the person in), then ToM, persuader,
+    persuadee and decision rounds until it ends."""
+    graph = StateGraph(PersuasionState, context_schema=RoomContext)
+    graph.add_node("stage", stage)
+    graph.add_node("join", join)
+    graph.add_node("tom", tom)
+    graph.add_node("persuader", persuade)
+    graph.add_node("persuadee", reply)
+    graph.add_node("decide", decide)
+    graph.add_node("outcome", outcome)
+    graph.add_conditional_edges(START, opening, ["stage", "join"])
+    graph.add_edge("stage", "tom")
+    graph.add_edge("join", "tom")
     graph.add_edge("tom", "persuader")
     graph.add_edge("persuader", "persuadee")
     graph.add_edge("persuadee", "decide")
-    graph.add_conditional_edges("decide", next_round, ["tom", END])
-    return graph.compile(checkpointer=checkpointer)
+    graph.add_conditional_edges("decide", next_round, ["tom", "outcome"])
+    graph.add_edge("outcome", END)
+    return graph
 
 
 def run_dialogue(engine: Engine, scenario: Scenario, config: PersuasionConfig | None = None,
                  *, key: str = "0") -> DialogueState:
-    """One interactive dialogue through the graph."""
+    """One dialogue on a given scenario through the room's steps (no session)."""
     config = config or PersuasionConfig()
-    graph = build_graph(engine, config)
-    result = graph.invoke({"dialogue": new_dialogue(key, scenario).model_dump(mode="json")},
-                          {"recursion_limit": 4 * config.max_turns + 4})
-    return DialogueState.model_validate(result["dialogue"])
+    dialogue = new_dialogue(key, scenario)
+    while dialogue.outcome == "active":
+        for step in ROUND:
+            run_step(engine, step, dialogue, config)
+    return dialogue
 
 
 def chat_scenario(engine: Engine, topic: str) -> tuple[Scenario, str]:
@@ -356,54 +461,6 @@ def chat_scenario(engine: Engine, topic: str) -> tuple[Scenario, str]:
         records = load_scenarios(package_scenarios())
         index = int(hashlib.sha256(topic.encode()).hexdigest(), 16) % len(records)
         return records[index].scenario, f"CToMPersu reference scenario {index}"
-
-
-def converse(engine: Engine, store, session_id: str | None, text: str, *,
-             listener: Listener | None = None, options: ChatOptions | None = None) -> str:
-    """Chat: each message is a topic; the room stages one dialogue on it and stores every turn.
-
-    Hidden mental states, ToM estimates and decisions are stored with ``observer`` visibility:
-    a front end shows them only in its observer view, and no agent ever reads them back.
-    """
-    listener, options = listener or Quiet(), options or ChatOptions()
-    config = PersuasionConfig(**options.config)
-    session_id = open_session(store, "persuasion", session_id, text, config)
-    store_user_message(store, session_id, text, listener)
-
-    def say(speaker: str, content: str, visibility: str = "public", **meta: Any) -> None:
-        listener.message(store.append_message(session_id, role="assistant", participant=speaker,
-                                              content=content, visibility=visibility,
-                                              meta=meta))
-
-    listener.status("the scenario agent is setting the scene")
-    scenario, source = chat_scenario(engine, text)
-    say("Scene", f"{scenario.background}\n\nGoal of {scenario.persuader}: {scenario.goal}",
-        source=source)
-    hidden = {"preventive": scenario.preventive.model_dump(),
-              "generative": scenario.generative.model_dump()}
-    say("Hidden state", f"{scenario.persuadee} wants to: {scenario.preventive.content}",
-        "observer", hidden=hidden)
-    graph = build_graph(engine, config)
-    seen = {"turns": 0, "tom": 0, "decisions": 0}
-    start = {"dialogue": new_dialogue(session_id, scenario).model_dump(mode="json")}
-    for values in graph.stream(start, {"recursion_limit": 4 * config.max_turns + 4},
-                               stream_mode="values"):
-        dialogue = DialogueState.model_validate(values["dialogue"])
-        for estimate in dialogue.tom[seen["tom"]:]:
-            say(f"{scenario.persuader} (ToM)", f"targets {estimate.target.replace('_', ' ')} "
-                f"by {estimate.method.replace('_', ' ')}", "observer",
-                estimate=estimate.model_dump())
-        for turn in dialogue.turns[seen["turns"]:]:
-            side = "persuader" if turn.speaker == scenario.persuader else "persuadee"
-            say(turn.speaker, turn.content, turn.visibility, side=side)
-        for decision in dialogue.decisions[seen["decisions"]:]:
-            say(f"{scenario.persuadee} (decision)", decision, "observer")
-        seen = {"turns": len(dialogue.turns), "tom": len(dialogue.tom),
-                "decisions": len(dialogue.decisions)}
-        listener.status(f"round {dialogue.persuader_turns} of {config.max_turns}")
-    say("Room", f"Outcome: {dialogue.outcome.replace('_', ' ')}", outcome=dialogue.outcome,
-        double_blind=config.double_blind)
-    return session_id
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -440,9 +497,3 @@ def _second_person(text: str) -> str:
 
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + "."
-
-
-register(Room(name="persuasion",
-              description="double-blind persuasion with Theory of Mind over a hidden mind",
-              config=PersuasionConfig, build=build_graph, converse=converse,
-              example="getting a flatmate to join a weekly cooking rota"))

@@ -13,34 +13,32 @@ The embedded model is small, so every structured step (personas, single-mode not
 decoded against a bounded JSON schema, and a step whose output still fails falls back to a safe
 default (a stock persona pair, no notes, an approval) instead of breaking the run. An optional
 ``verifier`` scores the assistant's steps; low scores are kept in ``flags`` and shown to the
-critics. Every turn is also sent as a custom stream event, for the UI.
+critics. A follow-up message is a new task with the earlier exchanges in view.
 """
 
 from __future__ import annotations
 
-import operator
 import re
 from collections.abc import Callable
 from functools import cache
-from typing import Annotated, Any, Literal, Protocol, TypedDict
+from typing import Annotated, Any, Literal, Protocol
 
-from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field, create_model
 
 from manyheads.agents import Agent, AgentSpec, Turn
 from manyheads.agents.prompts import Prompts
 from manyheads.errors import ManyheadsError, StructuredOutputError
 from manyheads.models import Engine, SamplingParams
-from manyheads.orchestration.conversation import (
-    ChatOptions,
-    Listener,
-    Quiet,
-    open_session,
-    step_verifier,
-    store_user_message,
+from manyheads.orchestration.room import (
+    RoomContext,
+    RoomState,
+    context_of,
+    say,
+    status,
+    with_earlier,
 )
-from manyheads.orchestration.registry import Room, register
 
 PROMPTS = Prompts(__package__)
 
@@ -48,6 +46,7 @@ ASSISTANT = "AI Assistant"
 MIN_PERSONAS, MAX_PERSONAS = 2, 4
 NOTE_CHARS = 160  # one persona turn; ~40 tokens, so a note fits in a small max_tokens
 MAX_STEPS = 12  # answer lines sent to the verifier
+NO_IDEA = "(no idea)"
 
 
 class Persona(BaseModel):
@@ -99,14 +98,15 @@ class SppConfig(BaseModel):
     flag_below: float = Field(0.5, ge=0.0, le=1.0, description="verifier score that is flagged")
 
 
-class SppState(TypedDict, total=False):
-    task: str
+class SppState(RoomState, total=False):
+    task: str  # this turn's message, with the earlier exchanges before it
     personas: list[dict[str, str]]
-    transcript: Annotated[list[dict[str, Any]], operator.add]  # Turn dumps, in speaking order
+    notes: list[str]  # this turn's brainstorm, one per persona
+    suggestions: list[str]  # the last critique round's fixes ("Name: fix")
     draft: str
-    round: int  # critique rounds done
+    round: int  # critique rounds done this turn
     approved: bool
-    flags: Annotated[list[dict[str, Any]], operator.add]  # verifier steps scored below the bar
+    flags: list[dict[str, Any]]  # this turn's verifier steps scored below the bar
     final: str
 
 
@@ -135,142 +135,175 @@ def step_score(item: Any) -> float:
     return float(value) if value is not None else 1.0 - float(item.p_incorrect)
 
 
-def build_graph(engine: Engine, config: SppConfig, *, checkpointer=None,
-                verifier: StepScorer | None = None):
-    note_params = SamplingParams(max_tokens=config.note_tokens, stop=("\n\n",))
-    answer_params = SamplingParams(max_tokens=config.max_tokens)
-    assistant = Agent(AgentSpec(name=ASSISTANT, role="assistant", sampling=answer_params,
-                                system_prompt=PROMPTS.render("assistant_system")), engine)
+# -- helpers the nodes share --------------------------------------------------------------------
 
-    def personas_of(state: SppState) -> list[Persona]:
-        return [Persona(**p) for p in state["personas"]]
 
-    def agents(personas: list[Persona]) -> list[Agent]:
-        return [Agent(AgentSpec(name=p.name, role="persona", sampling=note_params,
-                                system_prompt=PROMPTS.render("persona_system", speaker=p.name,
-                                                     expertise=p.expertise)), engine)
-                for p in personas]
+def ctx(runtime: Runtime) -> RoomContext[SppConfig]:
+    return context_of(runtime, SppConfig)
 
-    def single_view(personas: list[Persona], instruction: str) -> list[dict[str, str]]:
-        system = PROMPTS.render("single_system", personas=[p.model_dump() for p in personas])
-        return [{"role": "system", "content": system}, {"role": "user", "content": instruction}]
 
-    def say(stage: str, round_: int, speaker: str, content: str,
-            steps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        event = {"stage": stage, "round": round_, "speaker": speaker, "content": content}
-        get_stream_writer()(event | ({"steps": steps} if steps else {}))
-        return Turn(speaker=speaker, content=content).model_dump()
+def assistant(context: RoomContext[SppConfig]) -> Agent:
+    params = SamplingParams(max_tokens=context.config.max_tokens)
+    return Agent(AgentSpec(name=ASSISTANT, role="assistant", sampling=params,
+                           system_prompt=PROMPTS.render("assistant_system")), context.engine)
 
-    def verify(task: str, text: str, round_: int) -> list[dict[str, Any]]:
-        """Every step of the answer with its score (none without a verifier)."""
-        steps = answer_steps(text)
-        if verifier is None or not steps:
-            return []
+
+def persona_agents(context: RoomContext[SppConfig], personas: list[Persona]) -> list[Agent]:
+    params = SamplingParams(max_tokens=context.config.note_tokens, stop=("\n\n",))
+    return [Agent(AgentSpec(name=p.name, role="persona", sampling=params,
+                            system_prompt=PROMPTS.render("persona_system", speaker=p.name,
+                                                         expertise=p.expertise)),
+                  context.engine)
+            for p in personas]
+
+
+def personas_of(state: SppState) -> list[Persona]:
+    return [Persona(**p) for p in state["personas"]]
+
+
+def single_view(personas: list[Persona], instruction: str) -> list[dict[str, str]]:
+    system = PROMPTS.render("single_system", personas=[p.model_dump() for p in personas])
+    return [{"role": "system", "content": system}, {"role": "user", "content": instruction}]
+
+
+def spoken(stage: str, round_: int, speaker: str, content: str,
+           steps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    scores = [{"text": s["text"], "score": s["score"]} for s in steps] if steps else None
+    return say(speaker, content, step_scores=scores, meta={"stage": stage, "round": round_})
+
+
+def verify(context: RoomContext[SppConfig], task: str, text: str,
+           round_: int) -> list[dict[str, Any]]:
+    """Every step of the answer with its score (none without a verifier)."""
+    steps = answer_steps(text)
+    if context.verifier is None or not steps:
+        return []
+    try:
+        scores = [step_score(s) for s in context.verifier.score(task, steps)]
+    except ManyheadsError as exc:  # e.g. a step format it cannot read: skip, don't fail
+        status(f"step verification skipped: {exc}")
+        return []
+    return [{"round": round_, "step": i, "text": step, "score": score}
+            for i, (step, score) in enumerate(zip(steps, scores, strict=False))]
+
+
+def low(context: RoomContext[SppConfig], scored: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [step for step in scored if step["score"] < context.config.flag_below]
+
+
+# -- nodes ----------------------------------------------------------------------------------------
+
+
+def identify(state: SppState, runtime: Runtime) -> dict:
+    context = ctx(runtime)
+    status("choosing the personas this task needs")
+    task = with_earlier(state)
+    instruction = PROMPTS.render("identify", task=task, low=MIN_PERSONAS, high=MAX_PERSONAS)
+    try:
+        plan = assistant(context).decide([], PersonaPlan, instruction,
+                                         SamplingParams(max_tokens=48 * MAX_PERSONAS))
+    except StructuredOutputError:
+        plan = None
+    personas = choose_personas(plan)
+    names = ", ".join(f"{p.name} ({p.expertise})" for p in personas)
+    return {"task": task, "personas": [p.model_dump() for p in personas], "round": 0,
+            "approved": False, "flags": [], "suggestions": [], "notes": [],
+            "said": [spoken("identify", 0, ASSISTANT, f"Participants: {ASSISTANT}; {names}")]}
+
+
+def brainstorm(state: SppState, runtime: Runtime) -> dict:
+    context, personas = ctx(runtime), personas_of(state)
+    status("the personas are brainstorming")
+    if context.config.mode == "single":
+        instruction = PROMPTS.render("brainstorm_single", task=state["task"],
+                                     personas=[p.model_dump() for p in personas])
+        params = SamplingParams(max_tokens=context.config.note_tokens * len(personas) + 16)
         try:
-            scores = [step_score(s) for s in verifier.score(task, steps)]
-        except ManyheadsError as exc:  # e.g. a step format it cannot read: skip, don't fail
-            get_stream_writer()({"stage": "verify", "round": round_, "error": str(exc)})
-            return []
-        return [{"round": round_, "step": i, "text": step, "score": score}
-                for i, (step, score) in enumerate(zip(steps, scores, strict=False))]
-
-    def low(scored: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [step for step in scored if step["score"] < config.flag_below]
-
-    def identify(state: SppState) -> dict:
-        instruction = PROMPTS.render("identify", task=state["task"], low=MIN_PERSONAS,
-                             high=MAX_PERSONAS)
-        try:
-            plan = assistant.decide([], PersonaPlan, instruction,
-                                    SamplingParams(max_tokens=48 * MAX_PERSONAS))
+            notes = context.engine.structured(single_view(personas, instruction),
+                                              notes_model(len(personas)), params).notes
         except StructuredOutputError:
-            plan = None
-        personas = choose_personas(plan)
-        names = ", ".join(f"{p.name} ({p.expertise})" for p in personas)
-        return {"personas": [p.model_dump() for p in personas], "round": 0, "approved": False,
-                "flags": [], "transcript": [say("identify", 0, ASSISTANT,
-                                                f"Participants: {ASSISTANT}; {names}")]}
+            notes = [""] * len(personas)
+    else:
+        agents = persona_agents(context, personas)
+        views = [a.view([], PROMPTS.render("brainstorm_persona", task=state["task"],
+                                           speaker=a.name)) for a in agents]
+        notes = [c.text for c in context.engine.chat(views, agents[0].spec.sampling)]
+    notes = [n.strip() or NO_IDEA for n in notes]
+    return {"notes": notes, "said": [spoken("brainstorm", 0, p.name, n)
+                                     for p, n in zip(personas, notes, strict=True)]}
 
-    def brainstorm(state: SppState) -> dict:
-        personas = personas_of(state)
-        if config.mode == "single":
-            instruction = PROMPTS.render("brainstorm_single", task=state["task"],
-                                 personas=[p.model_dump() for p in personas])
-            params = SamplingParams(max_tokens=config.note_tokens * len(personas) + 16)
-            try:
-                notes = engine.structured(single_view(personas, instruction),
-                                          notes_model(len(personas)), params).notes
-            except StructuredOutputError:
-                notes = [""] * len(personas)
-        else:
-            views = [a.view([], PROMPTS.render("brainstorm_persona", task=state["task"],
-                                       speaker=a.name)) for a in agents(personas)]
-            notes = [c.text for c in engine.chat(views, note_params)]
-        turns = [say("brainstorm", 0, p.name, n.strip() or "(no idea)")
-                 for p, n in zip(personas, notes, strict=True)]
-        return {"transcript": turns}
 
-    def draft(state: SppState) -> dict:
-        notes = [f"{t['speaker']}: {t['content']}" for t in state["transcript"]
-                 if t["speaker"] != ASSISTANT and t["content"] != "(no idea)"]
-        text = assistant.respond([], PROMPTS.render("draft", task=state["task"], notes=notes))
-        text = text.text.strip() or "(no answer)"
-        scored = verify(state["task"], text, 0)
-        return {"draft": text, "transcript": [say("draft", 0, ASSISTANT, text, scored)],
-                "flags": low(scored)}
+def draft(state: SppState, runtime: Runtime) -> dict:
+    context = ctx(runtime)
+    status("the assistant is drafting")
+    notes = [f"{p['name']}: {n}" for p, n in zip(state["personas"], state["notes"], strict=True)
+             if n != NO_IDEA]
+    text = assistant(context).respond([], PROMPTS.render("draft", task=state["task"],
+                                                         notes=notes))
+    text = text.text.strip() or "(no answer)"
+    scored = verify(context, state["task"], text, 0)
+    return {"draft": text, "said": [spoken("draft", 0, ASSISTANT, text, scored)],
+            "flags": low(context, scored)}
 
-    def critique(state: SppState) -> dict:
-        personas, round_ = personas_of(state), state["round"] + 1
-        flagged = [f["text"] for f in state["flags"] if f["round"] == state["round"]]
-        common = {"task": state["task"], "draft": state["draft"], "flagged": flagged}
-        if config.mode == "single":
-            instruction = PROMPTS.render("critique_single", personas=[p.model_dump()
-                                                                     for p in personas], **common)
-            params = SamplingParams(max_tokens=config.note_tokens * len(personas) + 16)
-            try:
-                verdicts: list[Verdict | None] = list(engine.structured(
-                    single_view(personas, instruction), verdicts_model(len(personas)),
-                    params).verdicts)
-            except StructuredOutputError:
-                verdicts = [None] * len(personas)
-        else:
-            views = [a.view([], PROMPTS.render("critique_persona", speaker=a.name, **common))
-                     for a in agents(personas)]
-            params = SamplingParams(max_tokens=config.note_tokens + 16)
-            verdicts = [c.parsed for c in engine.chat(views, params, response_model=Verdict)]
-        # A verdict that did not parse, or a "fix" with no words, counts as approval: there is
-        # nothing concrete to revise with, and the round limit bounds the loop either way.
-        turns, suggestions = [], []
-        for persona, verdict in zip(personas, verdicts, strict=True):
-            fix = verdict.suggestion.strip() if verdict and not verdict.approve else ""
-            if fix:
-                suggestions.append(fix)
-            content = f"Suggestion: {fix}" if fix else ("Approved." if verdict else
-                                                         "(no usable verdict; counted as approval)")
-            turns.append(say("critique", round_, persona.name, content))
-        return {"transcript": turns, "round": round_, "approved": not suggestions}
 
-    def revise(state: SppState) -> dict:
-        critiques = state["transcript"][-len(state["personas"]):]  # the round just spoken
-        suggestions = [f"{t['speaker']}: {t['content'].removeprefix('Suggestion: ')}"
-                       for t in critiques if t["content"].startswith("Suggestion: ")]
-        text = assistant.respond([], PROMPTS.render("revise", task=state["task"],
-                                            draft=state["draft"], suggestions=suggestions))
-        text = text.text.strip() or state["draft"]
-        scored = verify(state["task"], text, state["round"])
-        return {"draft": text,
-                "transcript": [say("revise", state["round"], ASSISTANT, text, scored)],
-                "flags": low(scored)}
+def critique(state: SppState, runtime: Runtime) -> dict:
+    context, personas, round_ = ctx(runtime), personas_of(state), state["round"] + 1
+    status(f"critique round {round_}")
+    flagged = [f["text"] for f in state["flags"] if f["round"] == state["round"]]
+    common = {"task": state["task"], "draft": state["draft"], "flagged": flagged}
+    if context.config.mode == "single":
+        instruction = PROMPTS.render("critique_single",
+                                     personas=[p.model_dump() for p in personas], **common)
+        params = SamplingParams(max_tokens=context.config.note_tokens * len(personas) + 16)
+        try:
+            verdicts: list[Verdict | None] = list(context.engine.structured(
+                single_view(personas, instruction), verdicts_model(len(personas)),
+                params).verdicts)
+        except StructuredOutputError:
+            verdicts = [None] * len(personas)
+    else:
+        views = [a.view([], PROMPTS.render("critique_persona", speaker=a.name, **common))
+                 for a in persona_agents(context, personas)]
+        params = SamplingParams(max_tokens=context.config.note_tokens + 16)
+        verdicts = [c.parsed for c in context.engine.chat(views, params, response_model=Verdict)]
+    # A verdict that did not parse, or a "fix" with no words, counts as approval: there is
+    # nothing concrete to revise with, and the round limit bounds the loop either way.
+    said, suggestions = [], []
+    for persona, verdict in zip(personas, verdicts, strict=True):
+        fix = verdict.suggestion.strip() if verdict and not verdict.approve else ""
+        if fix:
+            suggestions.append(f"{persona.name}: {fix}")
+        content = f"Suggestion: {fix}" if fix else ("Approved." if verdict else
+                                                     "(no usable verdict; counted as approval)")
+        said.append(spoken("critique", round_, persona.name, content))
+    return {"said": said, "round": round_, "approved": not suggestions,
+            "suggestions": suggestions}
 
-    def final(state: SppState) -> dict:
-        return {"final": state["draft"],
-                "transcript": [say("final", state["round"], ASSISTANT, state["draft"])]}
 
-    def after_critique(state: SppState) -> str:
-        done = state["approved"] or state["round"] >= config.max_rounds
-        return "final" if done else "revise"
+def revise(state: SppState, runtime: Runtime) -> dict:
+    context = ctx(runtime)
+    status("the assistant is revising")
+    text = assistant(context).respond([], PROMPTS.render(
+        "revise", task=state["task"], draft=state["draft"], suggestions=state["suggestions"]))
+    text = text.text.strip() or state["draft"]
+    scored = verify(context, state["task"], text, state["round"])
+    return {"draft": text,
+            "said": [spoken("revise", state["round"], ASSISTANT, text, scored)],
+            "flags": state["flags"] + low(context, scored)}
 
-    graph = StateGraph(SppState)
+
+def final(state: SppState) -> dict:
+    return {"final": state["draft"],
+            "said": [spoken("final", state["round"], ASSISTANT, state["draft"])]}
+
+
+def after_critique(state: SppState, runtime: Runtime) -> Literal["revise", "final"]:
+    done = state["approved"] or state["round"] >= ctx(runtime).config.max_rounds
+    return "final" if done else "revise"
+
+
+def build_graph() -> StateGraph:
+    graph = StateGraph(SppState, context_schema=RoomContext)
     graph.add_node("identify", identify)
     graph.add_node("brainstorm", brainstorm)
     graph.add_node("draft", draft)
@@ -284,7 +317,7 @@ def build_graph(engine: Engine, config: SppConfig, *, checkpointer=None,
     graph.add_conditional_edges("critique", after_critique, ["revise", "final"])
     graph.add_edge("revise", "critique")
     graph.add_edge("final", END)
-    return graph.compile(checkpointer=checkpointer)
+    return graph
 
 
 class SppResult(BaseModel):
@@ -299,46 +332,19 @@ class SppResult(BaseModel):
 def solve(engine: Engine, task: str, config: SppConfig | None = None, *,
           verifier: StepScorer | None = None,
           on_event: Callable[[dict[str, Any]], None] | None = None) -> SppResult:
-    """Run the room on one task; ``on_event`` gets each turn as it is spoken."""
-    graph = build_graph(engine, config or SppConfig(), verifier=verifier)
+    """Run the room on one task without a session (evaluation); ``on_event`` gets each
+    ``said`` entry as it is spoken."""
+    graph = build_graph().compile()
+    context = RoomContext(engine=engine, config=config or SppConfig(), verifier=verifier)
     state: dict[str, Any] = {}
-    for mode, chunk in graph.stream({"task": task}, stream_mode=["custom", "values"]):
-        if mode == "values":
-            state = chunk
-        elif on_event is not None:
-            on_event(chunk)
+    seen = 0
+    for state in graph.stream({"request": task, "turn": 0, "history": []}, context=context,
+                              stream_mode="values"):
+        for entry in state.get("said", [])[seen:]:
+            if on_event is not None:
+                on_event(entry)
+        seen = len(state.get("said", []))
+    said = state["said"]
     return SppResult(final=state["final"], personas=state["personas"],
-                     transcript=state["transcript"], rounds=state["round"],
-                     approved=state["approved"], flags=state["flags"])
-
-
-def converse(engine: Engine, store, session_id: str | None, text: str, *,
-             listener: Listener | None = None, options: ChatOptions | None = None) -> str:
-    """Chat: each message is a task; every persona turn is stored as the room speaks it."""
-    listener, options = listener or Quiet(), options or ChatOptions()
-    config = SppConfig(**options.config)
-    session_id = open_session(store, "spp", session_id, text, config)
-    store_user_message(store, session_id, text, listener)
-    verifier = step_verifier(engine) if options.verify else None
-
-    def record(event: dict[str, Any]) -> None:
-        if "speaker" not in event:
-            listener.status(f"step verification skipped: {event.get('error', '')}")
-            return
-        steps = event.get("steps")
-        listener.message(store.append_message(
-            session_id, role="assistant", participant=event["speaker"], content=event["content"],
-            step_scores=[{"text": s["text"], "score": s["score"]} for s in steps] if steps
-            else None,
-            meta={"stage": event["stage"], "round": event["round"]}))
-        listener.status(f"{event['stage']} (round {event['round']}): {event['speaker']} spoke")
-
-    listener.status("choosing the personas this task needs")
-    solve(engine, text, config, verifier=verifier, on_event=record)
-    return session_id
-
-
-register(Room(name="spp", description="Solo Performance Prompting: personas brainstorm, critique "
-              "and refine one answer", config=SppConfig, build=build_graph, converse=converse,
-              example="Write a short poem that names the capital of France and the largest "
-                      "planet."))
+                     transcript=[Turn(speaker=e["speaker"], content=e["content"]) for e in said],
+                     rounds=state["round"], approved=state["approved"], flags=state["flags"])

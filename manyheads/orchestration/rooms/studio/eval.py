@@ -27,14 +27,14 @@ from rich.table import Table
 from manyheads.errors import ConfigError
 from manyheads.models import Engine
 from manyheads.orchestration.conversation import ChatOptions
+from manyheads.orchestration.rooms.studio import ROOM
 from manyheads.orchestration.rooms.studio.draw import (
-    Drawer,
     Embedding,
     contact_sheet,
     pixel_embedding,
     subject_consistency,
 )
-from manyheads.orchestration.rooms.studio.graph import StudioConfig, converse
+from manyheads.orchestration.rooms.studio.graph import StudioConfig
 from manyheads.orchestration.rooms.studio.layout import Layout, Subject, coverage, layout_metrics
 
 RESULTS = Path("bench/results/studio.json")
@@ -73,14 +73,12 @@ def load_dialogues(path: Path | None = None) -> list[Dialogue]:
     return dialogues
 
 
-def run_dialogue(engine: Engine, store: Any, dialogue: Dialogue, config: StudioConfig,
-                 drawer: Drawer | None = None) -> str:
+def run_dialogue(engine: Engine, store: Any, dialogue: Dialogue, config: StudioConfig) -> str:
     """Every turn of a dialogue through the room's chat entry point; returns the session id."""
     session_id = None
     options = ChatOptions(config=config.model_dump(mode="json"))
     for turn in dialogue.turns:
-        session_id = converse(engine, store, session_id, turn.text, options=options,
-                              drawer=drawer)
+        session_id = ROOM.converse(engine, store, session_id, turn.text, options=options)
     assert session_id is not None
     return session_id
 
@@ -152,13 +150,13 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_eval(engine: Engine, store: Any, out: Path, *, config: StudioConfig | None = None,
-             limit: int | None = None, drawer: Drawer | None = None,
+             limit: int | None = None,
              on_item: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run and score the first ``limit`` dialogues; contact sheets go to ``out``."""
     config = config or StudioConfig()
     rows = []
     for dialogue in load_dialogues()[:limit]:
-        session_id = run_dialogue(engine, store, dialogue, config, drawer)
+        session_id = run_dialogue(engine, store, dialogue, config)
         row = score_session(store, session_id, dialogue)
         row["sheet"] = str(save_sheet(store, session_id, dialogue, out))
         rows.append(row)

@@ -103,7 +103,7 @@ class Subject(BaseModel):
     name: str = Field(min_length=1, max_length=40)
     description: str = Field("", max_length=160)
     parent_id: str | None = None  # set for a part ("the dog's hat" is part of the dog)
-    reference: int | None = None  # image artifact where the subject was first drawn
+    reference: int | None = None  # the turn whose picture first showed the subject
 
 
 class Layout(BaseModel):
