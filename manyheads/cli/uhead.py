@@ -16,7 +16,6 @@ from manyheads.models.data_engine import DataEngineOpt
 uhead_app = typer.Typer(help="Uncertainty heads: step-level verification.", no_args_is_help=True)
 console = Console()
 
-DEFAULT_DATA = Path.home() / ".cache" / "manyheads" / "uhead"
 
 
 def _engine(threads: int):
@@ -98,10 +97,18 @@ def _synthesize(engine, directory: Path, problems: int, seed: int) -> None:
         torch.save([s.__dict__ for s in batch], shard)
 
 
+def default_data() -> Path:
+    """Shards live under ``MANYHEADS_HOME`` with the converted model and the database."""
+    from manyheads.settings import get_settings
+
+    return get_settings().home / "uhead"
+
+
 @uhead_app.command()
 def train(out: Annotated[Path, typer.Option(help="checkpoint directory")] = Path("uhead-head"),
-          data: Annotated[Path, typer.Option(help="data root: generated/ and synth/ shards, "
-                                             "made if missing")] = DEFAULT_DATA,
+          data: Annotated[Path | None, typer.Option(
+              help="data root: generated/ and synth/ shards, made if missing "
+                   "(default: $MANYHEADS_HOME/uhead)")] = None,
           problems: Annotated[int, typer.Option(help="problems the model solves")] = 320,
           samples: Annotated[int, typer.Option(help="solutions per problem")] = 8,
           synth: Annotated[int, typer.Option(
@@ -115,6 +122,7 @@ def train(out: Annotated[Path, typer.Option(help="checkpoint directory")] = Path
 
     Validation (and the threshold) use only generated text, split by problem; text with
     planted mistakes is added to the training side only."""
+    data = data or default_data()
     from manyheads.models.uhead.features import FeatureConfig
     from manyheads.models.uhead.training.data import load_samples
     from manyheads.models.uhead.training.train import evaluate, split_by_problem, train_head
@@ -146,12 +154,14 @@ def train(out: Annotated[Path, typer.Option(help="checkpoint directory")] = Path
 @uhead_app.command("eval")
 def evaluate_cmd(head_dir: Annotated[Path | None, typer.Option(
                      "--head", help="checkpoint directory (default: the shipped head)")] = None,
-                 data: Annotated[Path, typer.Option(help="held-out shards (made if missing)")]
-                 = DEFAULT_DATA / "heldout",
+                 data: Annotated[Path | None, typer.Option(
+                     help="held-out shards, made if missing "
+                          "(default: $MANYHEADS_HOME/uhead/heldout)")] = None,
                  problems: int = 30, samples: int = 4, seed: int = 2, threads: int = 1,
                  data_engine: DataEngineOpt = "vllm", png: Path = Path("uhead_pr.png"),
                  json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
     """PR-AUC / ROC-AUC / ECE of the head and the baselines on held-out problems; PR curves."""
+    data = data or default_data() / "heldout"
     from manyheads.models.uhead.head import UHead
     from manyheads.models.uhead.training.data import load_samples
     from manyheads.models.uhead.training.train import evaluate, save_pr_curves
