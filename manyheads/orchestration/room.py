@@ -23,6 +23,7 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
 from manyheads.agents import Agent, Turn
+from manyheads.agents.hygiene import clean
 from manyheads.models import Engine
 
 C = TypeVar("C", bound=BaseModel)
@@ -115,11 +116,33 @@ def this_turn(state: RoomState, start: int) -> list[dict[str, Any]]:
     return state.get("said", [])[start:]
 
 
-def utter(ctx: RoomContext, agent: Agent, turns: list[Turn], instruction: str | None) -> str:
-    """An agent's free-text turn: streamed token by token when someone watches, else batched."""
-    if not ctx.streaming:
-        return agent.respond(turns, instruction).text
-    return agent.speak(turns, instruction, delta_sink(agent.name))
+def utter(ctx: RoomContext, agent: Agent, turns: list[Turn], instruction: str | None,
+          **fields: Any) -> dict[str, Any]:
+    """An agent's free-text turn as a ``said`` entry, streamed when someone watches.
+
+    Every free-text turn goes through the same hygiene step (``agents.hygiene.clean``): a
+    script of the other speakers, a leading name, a loop or a sentence cut by the token budget
+    is cut back, an echo of the instruction is sampled once more, and an empty reply becomes a
+    placeholder. What was done is kept in the message's ``meta["hygiene"]``.
+    """
+    others = tuple(dict.fromkeys(t.speaker for t in turns if t.speaker != agent.name))
+    if ctx.streaming:
+        text, finish = agent.speak(turns, instruction, delta_sink(agent.name)), None
+    else:
+        completion = agent.respond(turns, instruction)
+        text, finish = completion.text, completion.finish_reason
+    cleaned = clean(text, speaker=agent.name, others=others, instruction=instruction,
+                    finish_reason=finish)
+    if cleaned.echoed:  # once more, sampled, with another seed
+        params = agent.spec.sampling.model_copy(update={
+            "temperature": max(agent.spec.sampling.temperature, 0.7),
+            "seed": (agent.spec.sampling.seed or 0) + 1})
+        completion = agent.respond(turns, instruction, params)
+        again = clean(completion.text, speaker=agent.name, others=others,
+                      instruction=instruction, finish_reason=completion.finish_reason)
+        cleaned = again if not again.echoed else cleaned
+    meta = {**fields.pop("meta", {}), **cleaned.meta()}
+    return say(agent.name, cleaned.text, meta=meta, **fields)
 
 
 def delta_sink(speaker: str) -> Callable[[str], None]:

@@ -32,7 +32,7 @@ def speaker(state: DebateState, runtime: Runtime, name: str, system: str, ask: s
         turns.append(mh.Turn(speaker="you", content=state["request"]))
     turns += [mh.Turn(speaker=s["speaker"], content=s["content"])
               for s in state["said"][state["start"]:]]
-    return {"said": [mh.say(name, mh.utter(ctx, agent, turns, ask).strip() or "(pass)")]}
+    return {"said": [mh.utter(ctx, agent, turns, ask)]}
 
 
 def open_floor(state: DebateState) -> dict:

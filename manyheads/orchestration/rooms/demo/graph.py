@@ -22,7 +22,6 @@ from manyheads.orchestration.room import (
     RoomState,
     context_of,
     history_turns,
-    say,
     this_turn,
     utter,
 )
@@ -76,8 +75,7 @@ def speak(state: DemoState, runtime: Runtime) -> dict:
         instruction = PROMPTS.render("opening", guest=other.name, topic=state["topic"])
     else:
         instruction = PROMPTS.render("reply", other=turns[-1].speaker, topic=state["topic"])
-    text = utter(context, agent, turns, instruction).strip() or "(says nothing)"
-    return {"said": [say(agent.name, text)]}
+    return {"said": [utter(context, agent, turns, instruction)]}
 
 
 def more(state: DemoState, runtime: Runtime) -> Literal["speak", "__end__"]:
