@@ -90,3 +90,16 @@ def test_no_import_cycles_in_the_package():
         TopologicalSorter(edges).prepare()
     except CycleError as exc:
         pytest.fail(f"import cycle: {' -> '.join(exc.args[1])}")
+
+
+def test_a_broken_plug_in_does_not_take_the_chat_app_down(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("MANYHEADS_DATABASE_URL", f"sqlite:///{tmp_path}/ui.db")
+    monkeypatch.setenv("MANYHEADS_ROOMS", "no_such_module_xyz:ROOM")
+    app = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "manyheads" / "ui"
+                                 / "app.py"), default_timeout=120)
+    app.run()
+    assert not app.exception
+    assert any("no_such_module_xyz:ROOM" in w.value for w in app.warning)
+    assert BUILT_IN <= set(app.selectbox(key="room").options)
