@@ -167,7 +167,10 @@ def ui(host: str = "127.0.0.1", port: int = 8501) -> None:
     page = Path(__file__).parent.parent / "ui" / "app.py"
     argv = [sys.executable, "-m", "streamlit", "run", str(page), "--server.address", host,
             "--server.port", str(port), "--server.headless", "true",
-            "--browser.gatherUsageStats", "false"]
+            "--browser.gatherUsageStats", "false",
+            # The file watcher walks transformers' lazy modules and floods the terminal with
+            # tracebacks; the app needs no reload on edit. The toolbar keeps what a user needs.
+            "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal"]
     console.print(f"manyheads chat on http://{host}:{port}")
     os.execv(argv[0], argv)
 

@@ -21,7 +21,7 @@ from manyheads.models.engine import Tally
 from manyheads.orchestration.contract import Room
 from manyheads.orchestration.conversation import ChatOptions
 from manyheads.orchestration.registry import discover
-from manyheads.settings import get_settings
+from manyheads.settings import DEFAULT_MODEL, get_settings
 from manyheads.storage import Store
 from manyheads.ui import render
 from manyheads.ui.runner import Turn
@@ -29,6 +29,11 @@ from manyheads.ui.runner import Turn
 ENGINES = {"local": "embedded local (PyTorch)", "vllm": "vLLM (in process)",
            "openai": "OpenAI-compatible URL"}
 NEW = "new"
+EMBEDDED_NOTE = (
+    "The embedded model is SmolLM2-135M-Instruct: small enough for any CPU, good for trying "
+    "the rooms, weak at answering. For real answers choose *OpenAI-compatible URL* with a "
+    "stronger model (e.g. `vllm serve Qwen/Qwen2.5-7B-Instruct`), or start the app with "
+    "`MANYHEADS_ENGINE=openai MANYHEADS_BASE_URL=... MANYHEADS_MODEL=...`.")
 
 
 @st.cache_resource(show_spinner="starting the engine...")
@@ -93,7 +98,7 @@ def session_picker(store: Store, room: str) -> str | None:
 
     def label(session_id: str) -> str:
         if session_id == NEW:
-            return "➕ new session"
+            return "+ new session"
         session = sessions[session_id]
         return f"{session.title[:40]} · {session.created_at:%m-%d %H:%M}"
 
@@ -187,7 +192,7 @@ def decoding_stats() -> None:
 
 
 def main() -> None:
-    st.set_page_config(page_title="manyheads", page_icon="🧠", layout="wide")
+    st.set_page_config(page_title="manyheads", page_icon=":material/forum:", layout="wide")
     settings = get_settings()
     try:
         store = load_store()
@@ -202,6 +207,8 @@ def main() -> None:
         st.caption(room.description)
         kind = st.selectbox("Engine", list(ENGINES), format_func=ENGINES.get, key="engine")
         model = st.text_input("Model", value=settings.model, key="model")
+        if model == DEFAULT_MODEL:
+            st.caption(EMBEDDED_NOTE)
         base_url = st.text_input("Server URL", value=settings.base_url,
                                  key="base_url") if kind == "openai" else ""
         medusa = st.toggle("Medusa heads", key="medusa", disabled=kind != "local",

@@ -1,4 +1,4 @@
-"""How stored messages look on the page: one avatar per agent, escaped text, scored steps.
+"""How stored messages look on the page: one initials avatar per agent, escaped text, scores.
 
 Everything a model or a person wrote is HTML-escaped before it reaches Markdown, so a message
 holding ``<script>`` shows those characters instead of running them.
@@ -8,23 +8,35 @@ from __future__ import annotations
 
 import hashlib
 import html
+import io
+from functools import cache
 from typing import Any
 
 import streamlit as st
+from PIL import Image, ImageDraw, ImageFont
 
 from manyheads.storage.models import Artifact, Message
 
-AVATARS = ("🦊", "🦉", "🐢", "🐙", "🦜", "🐝", "🦋", "🐳", "🦔", "🐧", "🦚", "🐞")
-FIXED = {"you": "👤", "Scene": "🎬", "Hidden state": "🔒", "Room": "🏁", "Synthesizer": "🧶",
-         "AI Assistant": "🤖", "Drawer": "🎨", "observer": "👁️"}
+COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1", "#9c755f",
+           "#edc948", "#ff9da7", "#bab0ac", "#86bcb6", "#d37295")
+FIXED = {"you": "#1f2937", "Room": "#6b7280", "Scene": "#6b7280", "Hidden state": "#6b7280"}
 
 
-def avatar(name: str) -> str:
-    """The same emoji for the same name on every page and every day."""
-    if name in FIXED:
-        return FIXED[name]
-    digest = hashlib.sha256(name.encode()).digest()
-    return AVATARS[digest[0] % len(AVATARS)]
+@cache
+def avatar(name: str) -> bytes:
+    """A PNG of the name's initials on a colour of its own: the same on every page and day, and
+    drawn by us, so it needs no emoji font on the reader's machine."""
+    colour = FIXED.get(name) or COLOURS[hashlib.sha256(name.encode()).digest()[0] % len(COLOURS)]
+    words = [w for w in name.replace("(", " ").split() if w[:1].isalnum()]
+    initials = "".join(w[0] for w in words[:2]).upper() or "?"
+    image = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((0, 0, 63, 63), fill=colour)
+    font = ImageFont.load_default(size=26)
+    draw.text((32, 33), initials, fill="white", font=font, anchor="mm")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def safe(text: str) -> str:
