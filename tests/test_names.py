@@ -83,3 +83,24 @@ def test_an_invalid_or_taken_fallback_is_a_programming_error():
         choose_name([], "the persuader")
     with pytest.raises(ValueError):
         choose_name([], "Ada", avoid=["Ada"])
+
+
+def test_scenario_drafts_get_real_names_or_the_fallback():
+    from manyheads.orchestration.rooms.persuasion.scenarios import (
+        FALLBACK_NAMES,
+        ScenarioDraft,
+        _from_draft,
+    )
+
+    fields = dict(background="Two flatmates share a kitchen.", goal="join a cooking rota",
+                  preventive_action="cook alone", preventive_belief="rotas are rigid",
+                  preventive_desire="freedom", generative_belief="rotas save time",
+                  generative_desire="less cleaning")
+    odd = ScenarioDraft(persuader="Creating a lifestyle of:", persuadee="Start running today!",
+                        **fields)
+    with pytest.raises(ValueError, match="not two people's names"):
+        _from_draft(odd, "home", strict_names=True)  # retried while attempts remain
+    scenario = _from_draft(odd, "home", strict_names=False).scenario
+    assert (scenario.persuader, scenario.persuadee) == FALLBACK_NAMES
+    good = ScenarioDraft(persuader="Maria", persuadee="Tom", **fields)
+    assert _from_draft(good, "home", strict_names=True).scenario.persuadee == "Tom"

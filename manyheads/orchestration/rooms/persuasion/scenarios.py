@@ -14,12 +14,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from manyheads.agents.names import choose_name, valid_pair
 from manyheads.agents.prompts import Prompts
 from manyheads.errors import ConfigError, StructuredOutputError
 from manyheads.models import Engine, SamplingParams
 
 PROMPTS = Prompts(__package__)
 
+FALLBACK_NAMES = ("Alex", "Sam")  # when the scenario agent cannot name two people
 PACKAGE_SCENARIOS = "ctompersu_dev60.jsonl"
 
 
@@ -139,8 +141,11 @@ def draft_scenarios(engine: Engine, domain: str, n: int, *, max_tokens: int = 32
                     attempts: int = 3) -> list[ScenarioRecord]:
     """``n`` new scenarios in ``domain`` written by a scenario agent, in one batch per attempt.
 
-    Drafts that fail to parse or to validate (empty names, equal names) are retried a bounded
-    number of times; fewer than ``n`` valid drafts is a ``ConfigError``, not a short dataset.
+    Drafts that fail to parse or to validate are retried a bounded number of times; so are
+    drafts whose names are not a person's name (1-3 capitalised words, not "Creating a lifestyle
+    of:") or name one person twice. On the last attempt such names give way to the fallback
+    names ``FALLBACK_NAMES`` instead. Fewer than ``n`` valid drafts is a ``ConfigError``, not a
+    short dataset.
     """
     if not 1 <= n <= 1000:
         raise ConfigError(f"draft between 1 and 1000 scenarios, not {n}")
@@ -156,8 +161,9 @@ def draft_scenarios(engine: Engine, domain: str, n: int, *, max_tokens: int = 32
                   for i in range(missing)]
         for completion in engine.chat(conversations, params, response_model=ScenarioDraft):
             try:
-                records.append(_from_draft(completion.value(), domain))
-            except (StructuredOutputError, ValidationError):
+                records.append(_from_draft(completion.value(), domain,
+                                           strict_names=attempt < attempts - 1))
+            except (StructuredOutputError, ValidationError, ValueError):
                 continue
         if len(records) >= n:
             return records[:n]
@@ -165,11 +171,15 @@ def draft_scenarios(engine: Engine, domain: str, n: int, *, max_tokens: int = 32
                       f"for domain {domain!r}", hint="use a stronger model or --scenarios FILE")
 
 
-def _from_draft(draft: ScenarioDraft, domain: str) -> ScenarioRecord:
+def _from_draft(draft: ScenarioDraft, domain: str, *, strict_names: bool) -> ScenarioRecord:
     goal = draft.goal.strip()
+    persuader = choose_name([draft.persuader], FALLBACK_NAMES[0])
+    persuadee = choose_name([draft.persuadee], FALLBACK_NAMES[1], avoid=[persuader])
+    if strict_names and not valid_pair(draft.persuader, draft.persuadee):
+        raise ValueError(f"not two people's names: {draft.persuader!r}, {draft.persuadee!r}")
     scenario = Scenario(
-        tag=domain, background=draft.background.strip(), persuader=draft.persuader.strip(),
-        persuadee=draft.persuadee.strip(), goal=goal, domain=[domain],
+        tag=domain, background=draft.background.strip(), persuader=persuader,
+        persuadee=persuadee, goal=goal, domain=[domain],
         preventive=MentalAction(content=draft.preventive_action.strip() or "none",
                                 belief=draft.preventive_belief.strip() or "none",
                                 desire=draft.preventive_desire.strip() or "none"),
