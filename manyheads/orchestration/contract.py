@@ -39,7 +39,7 @@ class Room:
     """A room: register it under the ``manyheads.rooms`` entry-point group to list it everywhere.
 
     ``build_graph()`` returns the uncompiled graph; its state type extends ``RoomState`` and its
-    context schema is ``RoomContext``. ``example`` is a first message that shows what the room
+    nodes get their ``RoomContext`` with ``context_of(runtime, Config)``. ``example`` is a first message that shows what the room
     does (used by ``manyheads demo`` and as the chat box placeholder).
     """
 

@@ -55,7 +55,7 @@ def moderate(state: DebateState, runtime: Runtime) -> dict:
 
 
 def build_graph() -> StateGraph:
-    graph = StateGraph(DebateState, context_schema=mh.RoomContext)
+    graph = StateGraph(DebateState)
     graph.add_node("open_floor", open_floor)
     graph.add_node("proposer", argue("Proposer"))
     graph.add_node("opposer", argue("Opposer"))

@@ -17,11 +17,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from manyheads.errors import ConfigError
+from manyheads.errors import ConfigError, StorageError
 from manyheads.models import Engine
 from manyheads.orchestration.contract import Room
 from manyheads.orchestration.conversation import ChatOptions
 from manyheads.orchestration.harness.files import tabular
+from manyheads.storage import ledger
 from manyheads.storage import repository as repo
 from manyheads.storage.models import Dataset, DatasetItem, Message
 from manyheads.storage.store import Store
@@ -55,22 +56,39 @@ def load_prompts(path: str | Path) -> list[str]:
 def open_dataset(store: Store, name: str, room: Room, prompts: list[str], options: ChatOptions,
                  engine: Engine) -> tuple[int, set[str]]:
     """The dataset's id and the keys already complete, creating it on first use."""
+    return open_named_dataset(store, name, room, prompts, options, engine=engine.name,
+                              model=engine.model_name)
+
+
+def open_named_dataset(store: Store, name: str, room: Room, prompts: list[str],
+                       options: ChatOptions, *, engine: str, model: str) -> tuple[int, set[str]]:
+    """``open_dataset`` for a caller that names the engine rather than holding one.
+
+    Two drivers creating the same dataset at once: the loser of the race reads the winner's.
+    """
     blob = json.dumps({"room": room.name, "prompts": prompts,
                        "options": options.model_dump(mode="json")}, sort_keys=True)
     digest = hashlib.sha256(blob.encode()).hexdigest()
-    with store.reading() as db:
-        dataset = db.scalars(select(Dataset).where(Dataset.name == name)).one_or_none()
-        if dataset is not None:
-            if dataset.room != room.name or dataset.config.get("fingerprint") != digest:
-                raise ConfigError(f"dataset {name!r} exists with other prompts or settings",
-                                  hint="pass another --name, or the same prompts and options")
-            payloads = db.scalars(select(DatasetItem.payload).where(
-                DatasetItem.dataset_id == dataset.id)).all()
-            return dataset.id, {p["key"] for p in payloads}
-    created = store.create_dataset(name, room=room.name, config={
-        "fingerprint": digest, "n": len(prompts), "options": options.model_dump(mode="json"),
-        "engine": engine.name, "model": engine.model_name})
-    return created.id, set()
+    for attempt in range(2):
+        with store.reading() as db:
+            dataset = db.scalars(select(Dataset).where(Dataset.name == name)).one_or_none()
+            if dataset is not None:
+                if dataset.room != room.name or dataset.config.get("fingerprint") != digest:
+                    raise ConfigError(f"dataset {name!r} exists with other prompts or settings",
+                                      hint="pass another --name, or the same prompts and options")
+                payloads = db.scalars(select(DatasetItem.payload).where(
+                    DatasetItem.dataset_id == dataset.id)).all()
+                return dataset.id, {p["key"] for p in payloads}
+        try:
+            created = store.create_dataset(name, room=room.name, config={
+                "fingerprint": digest, "n": len(prompts),
+                "options": options.model_dump(mode="json"), "engine": engine, "model": model})
+        except StorageError:
+            if attempt:
+                raise
+            continue  # another driver created it first (unique name): read theirs
+        return created.id, set()
+    raise AssertionError("unreachable")
 
 
 def drop_partial(store: Store, room: Room, name: str) -> int:
@@ -130,6 +148,7 @@ def export(store: Store, name: str, out: str | Path) -> dict[str, Any]:
         room, config = dataset.room, dict(dataset.config)
         payloads = sorted(db.scalars(select(DatasetItem.payload).where(
             DatasetItem.dataset_id == dataset.id)).all(), key=lambda p: p["key"])
+        workers = ledger.progress(db, dataset.id).workers  # empty for single-process runs
     with (out / f"{room}.jsonl").open("w", encoding="utf-8") as handle:
         for item in payloads:
             handle.write(json.dumps(item, ensure_ascii=False) + "\n")
@@ -137,6 +156,8 @@ def export(store: Store, name: str, out: str | Path) -> dict[str, Any]:
     metrics = {"sessions": len(payloads),
                "messages_mean": round(sum(len(p["messages"]) for p in payloads)
                                       / max(len(payloads), 1), 2)}
+    if workers:
+        metrics["workers"] = workers
     (out / "README.md").write_text(card(name, room, config, metrics, formats), encoding="utf-8")
     return {"metrics": metrics, "formats": formats, "path": str(out)}
 

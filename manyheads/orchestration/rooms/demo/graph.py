@@ -84,7 +84,7 @@ def more(state: DemoState, runtime: Runtime) -> Literal["speak", "__end__"]:
 
 
 def build_graph() -> StateGraph:
-    graph = StateGraph(DemoState, context_schema=RoomContext)
+    graph = StateGraph(DemoState)
     graph.add_node("open_turn", open_turn)
     graph.add_node("speak", speak)
     graph.add_edge(START, "open_turn")

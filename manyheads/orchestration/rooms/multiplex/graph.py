@@ -285,7 +285,7 @@ def after_panel(state: MultiplexState, runtime: Runtime) -> Literal["revise", "s
 
 
 def build_graph() -> StateGraph:
-    graph = StateGraph(MultiplexState, context_schema=RoomContext)
+    graph = StateGraph(MultiplexState)
     graph.add_node("open_turn", open_turn)
     graph.add_node("answer", answer)
     graph.add_node("panel", ask_panel)

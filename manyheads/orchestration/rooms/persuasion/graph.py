@@ -419,7 +419,7 @@ def next_round(state: PersuasionState) -> Literal["tom", "outcome"]:
 def build_graph() -> StateGraph:
     """One chat turn of a dialogue: set the scene (or let the person in), then ToM, persuader,
     persuadee and decision rounds until it ends."""
-    graph = StateGraph(PersuasionState, context_schema=RoomContext)
+    graph = StateGraph(PersuasionState)
     graph.add_node("stage", stage)
     graph.add_node("join", join)
     graph.add_node("tom", tom)

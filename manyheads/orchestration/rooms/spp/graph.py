@@ -303,7 +303,7 @@ def after_critique(state: SppState, runtime: Runtime) -> Literal["revise", "fina
 
 
 def build_graph() -> StateGraph:
-    graph = StateGraph(SppState, context_schema=RoomContext)
+    graph = StateGraph(SppState)
     graph.add_node("identify", identify)
     graph.add_node("brainstorm", brainstorm)
     graph.add_node("draft", draft)

@@ -177,7 +177,7 @@ def after_check(state: StudioState) -> Literal["plan", "draw"]:
 
 
 def build_graph() -> StateGraph:
-    graph = StateGraph(StudioState, context_schema=RoomContext)
+    graph = StateGraph(StudioState)
     graph.add_node("manage", manage)
     graph.add_node("plan", plan)
     graph.add_node("supervise", supervise)
