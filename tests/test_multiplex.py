@@ -14,14 +14,14 @@ from manyheads.models.engine import Engine
 from manyheads.models.types import Completion
 from manyheads.orchestration.conversation import ChatOptions
 from manyheads.orchestration.registry import get_room
+from manyheads.orchestration.room import Said
+from manyheads.orchestration.rooms.multiplex import ROOM
 from manyheads.orchestration.rooms.multiplex import eval as multiplex_eval
 from manyheads.orchestration.rooms.multiplex.graph import (
     MODES,
     SYNTHESIZER,
     MultiplexConfig,
-    Panel,
     ask,
-    converse,
     default_panel,
     load_panel,
 )
@@ -197,8 +197,14 @@ def test_panel_members_answer_and_revise_in_one_batch_each(local_engine):
                  MultiplexConfig(mode="panel", revise=True, **TINY), on_event=events.append)
     assert engine.batches[:2] == [size, size]  # all answers, then all revisions, each one batch
     assert engine.batches[2:] in ([1], [])  # the synthesizer (skipped if every answer looped)
-    assert [e["stage"] for e in events] == ["answer"] * size + ["revise"] * size + ["final"]
+    assert [e["meta"]["stage"] for e in events] == (["answer"] * size + ["revise"] * size
+                                                    + ["final"])
+    traditions = [m.tradition for m in default_panel().members]
+    assert [e["meta"]["tradition"] for e in events[:size]] == traditions
+    assert all(Said.model_validate(e).model_dump() == e for e in events)
+    assert events == result.transcript
     assert result.speaker == SYNTHESIZER and result.final.strip() and result.sources
+    assert "pds" not in events[-1]["meta"]  # ask() leaves the PDS to the caller
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -206,34 +212,47 @@ def test_every_mode_ends_with_a_final_answer(local_engine, mode):
     result = ask(local_engine, "What makes something beautiful?",
                  MultiplexConfig(mode=mode, **TINY))
     assert result.final.strip() and result.synthesis.strip()
-    assert result.transcript[-1]["stage"] == "final"
+    assert result.transcript[-1]["meta"]["stage"] == "final"
     assert result.transcript[-1]["content"] == result.final
+    assert result.transcript[-1]["speaker"] == result.speaker
 
 
-def test_a_looping_synthesis_falls_back_to_the_named_panel_answers():
-    panel = Panel.model_validate({"members": panel_rows(2)})
-    result = ask(FakeLoopingSynthesizerEngine(), "Why?", MultiplexConfig(mode="panel"),
-                 panel=panel)
-    assert result.final == "Member 0: We honour our elders.\nMember 1: We honour our elders."
+def test_a_looping_synthesis_falls_back_to_one_whole_key_point_per_member(tmp_path: Path):
+    path = tmp_path / "panel.json"
+    path.write_text(json.dumps(panel_rows(2)))
+    result = ask(FakeLoopingSynthesizerEngine(), "Why?",
+                 MultiplexConfig(mode="panel", panel_file=str(path)))
+    assert result.final == ("Key points from the panel:\n- Member 0: We honour our elders.\n"
+                            "- Member 1: We honour our elders.")
     assert result.sources == ["Member 0", "Member 1"]
 
 
 # -- chat contract --------------------------------------------------------------------------------
 def test_converse_stores_the_panel_and_the_synthesis_with_its_pds(local_engine, tmp_path: Path):
-    assert get_room("multiplex").converse is converse
+    room = get_room("multiplex")
+    assert room is ROOM and room.config is MultiplexConfig
     listener = RecordingListener()
     options = ChatOptions(config={"mode": "panel", **TINY})
-    names = [m.name for m in default_panel().members]
+    members = default_panel().members
+    names = [m.name for m in members]
     with Store.open(f"sqlite:///{tmp_path}/s.db") as store:
-        session_id = converse(local_engine, store, None, "Is it ever right to lie?",
-                              listener=listener, options=options)
-        messages = store.load(session_id).messages
+        session_id = room.converse(local_engine, store, None, "Is it ever right to lie?",
+                                   listener=listener, options=options)
+        session = store.load(session_id)
+        messages = session.messages
+    assert session.room == "multiplex" and session.config["mode"] == "panel"
     assert [m.participant for m in messages] == ["you", *names, SYNTHESIZER]
     assert [m.id for m in listener.messages] == [m.id for m in messages]
     assert messages[0].role == "user" and messages[0].content == "Is it ever right to lie?"
+    assert [m.idempotency_key for m in messages] == ["user-0", *(f"said-{i}" for i in
+                                                                 range(len(names) + 1))]
+    assert [m.meta["stage"] for m in messages[1:]] == ["answer"] * len(names) + ["final"]
+    assert [m.meta["tradition"] for m in messages[1:-1]] == [m.tradition for m in members]
     final = messages[-1]
     assert list(final.meta["pds"]) == names
     assert 0.0 <= final.meta["pds_entropy"] <= 100.0
+    assert "sentiment" in final.meta
+    assert final.meta["sources"] and set(final.meta["sources"]) <= set(names)
     assert listener.statuses
 
 

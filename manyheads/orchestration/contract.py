@@ -39,8 +39,8 @@ class Room:
     """A room: register it under the ``manyheads.rooms`` entry-point group to list it everywhere.
 
     ``build_graph()`` returns the uncompiled graph; its state type extends ``RoomState`` and its
-    nodes get their ``RoomContext`` with ``context_of(runtime, Config)``. ``example`` is a first message that shows what the room
-    does (used by ``manyheads demo`` and as the chat box placeholder).
+    nodes get their ``RoomContext`` with ``context_of(runtime, Config)``. ``example`` is a first
+    message that shows what the room does (``manyheads demo``, the chat box placeholder).
     """
 
     name: str

@@ -29,9 +29,11 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from manyheads.agents.hygiene import clean, mid_sentence, sentences
 from manyheads.agents.prompts import Prompts
 from manyheads.errors import ConfigError
 from manyheads.models import Engine, SamplingParams
+from manyheads.models.embedder import embedder
 from manyheads.models.types import ChatMessage
 from manyheads.orchestration.room import (
     RoomContext,
@@ -239,28 +241,49 @@ def revise(state: MultiplexState, runtime: Runtime) -> dict:
     return spoken("revise", members, [c.text for c in context.engine.chat(views, params)])
 
 
+def key_points(answers: list[dict[str, str]], panel: Panel) -> list[tuple[str, str]]:
+    """One whole sentence per member: the one of its answer closest to its tradition's values
+    (MiniLM cosine). The panel's distinct points, never its cut-off words."""
+    values = {m.name: m.values for m in panel.members}
+    chosen = []
+    for answer in answers:
+        whole = [s for s in sentences(answer["text"]) if not mid_sentence(s)
+                 and len(s.split()) >= 4 and not degenerate(s)]
+        if whole:
+            model = embedder()
+            a = model.encode(whole, normalize_embeddings=True, convert_to_numpy=True)
+            b = model.encode([values[answer["name"]]], normalize_embeddings=True,
+                             convert_to_numpy=True)
+            chosen.append((answer["name"], whole[int((a @ b.T).argmax())]))
+    return chosen
+
+
 def synthesize(state: MultiplexState, runtime: Runtime) -> dict:
+    """The synthesizer's paragraph (cleaned back to whole sentences), followed by one key point
+    per member; the points alone when the model's paragraph is empty or loops."""
     context = ctx(runtime)
     status("the synthesizer is weaving the answers")
     panel = context.config.panel()
-    heard = [a | {"text": gist(a["text"])} for a in state["answers"]
-             if a["text"] != NO_ANSWER and not degenerate(a["text"])]
+    heard = [a for a in state["answers"] if a["text"] != NO_ANSWER and not degenerate(a["text"])]
     text = ""
     if heard:
-        prompt = PROMPTS.render("synthesize", question=state["question"], answers=heard)
-        text = context.engine.chat([conversation(PROMPTS.render("synthesizer_system"), prompt)],
-                                   sampling(context.config, context.config.max_tokens))[0]
-        text = text.text.strip()
-    # A small model may return nothing or loop: the panel's own words are then the answer.
-    if not text or degenerate(text):
-        text = "\n".join(f"{a['name']}: {a['text']}" for a in heard)
-    body = text or NO_ANSWER
+        shown = [a | {"text": gist(a["text"])} for a in heard]
+        prompt = PROMPTS.render("synthesize", question=state["question"], answers=shown)
+        completion = context.engine.chat(
+            [conversation(PROMPTS.render("synthesizer_system"), prompt)],
+            sampling(context.config, context.config.max_tokens))[0]
+        cleaned = clean(completion.text, speaker=SYNTHESIZER,
+                        others=[a["name"] for a in heard],
+                        finish_reason=completion.finish_reason)
+        text = "" if cleaned.empty or cleaned.looped or degenerate(cleaned.text) else cleaned.text
+    points = key_points(heard, panel)
+    lines = [f"- {name}: {sentence}" for name, sentence in points]
+    if lines:
+        text = f"{text}\n\nKey points from the panel:\n" + "\n".join(lines) if text else \
+            "Key points from the panel:\n" + "\n".join(lines)
+    body = text.strip() or NO_ANSWER
     sources = named_members(body, panel)
-    final = body
-    if not sources:  # it forgot to name them: say whose answers it was given
-        sources = [a["name"] for a in heard]
-        final = f"{body}\n\nPerspectives drawn on: {', '.join(sources)}." if sources else body
-    return {"synthesis": body, "sources": sources, "final": final, "speaker": SYNTHESIZER}
+    return {"synthesis": body, "sources": sources, "final": body, "speaker": SYNTHESIZER}
 
 
 def conclude(state: MultiplexState, runtime: Runtime) -> dict:
