@@ -169,3 +169,18 @@ def test_distinct_n():
     assert distinct_n(["a b a b"], 1) == 0.5
     assert distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)
     assert distinct_n(["a"], 2) == 0.0
+
+
+def test_dataset_quality_counts_flags_cut_sentences_and_repeats():
+    from manyheads.agents.hygiene import quality
+
+    utterances = [("We should cook together. We should cook together.", ["looped"]),
+                  ("It is not my", ["mid_sentence"]),
+                  ("Fine, I will join.", ["trimmed", "echoed"])]
+    result = quality(utterances, dialogues=[[t for t, _ in utterances]])
+    assert result["utterances"] == 3
+    assert result["mid_sentence_rate"] == round(1 / 3, 4)
+    assert result["trimmed_rate"] == result["instruction_echo_rate"] == round(1 / 3, 4)
+    assert result["repeated_sentence_rate"] > 0  # the dialogue says one sentence twice
+    assert 0 < result["distinct_1"] < 1 and 0 < result["distinct_2"] < 1
+    assert quality([]) == {"utterances": 0}

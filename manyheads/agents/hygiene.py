@@ -315,3 +315,29 @@ def is_echo(text: str, instruction: str, *, overlap: float = 0.7) -> bool:
     asked_tri = set(zip(asked, asked[1:], asked[2:], strict=False))
     said_tri = set(zip(said, said[1:], said[2:], strict=False))
     return len(asked_tri) >= 4 and len(asked_tri & said_tri) / len(asked_tri) >= overlap
+
+
+def quality(utterances: Sequence[tuple[str, Sequence[str]]], *,
+            dialogues: Sequence[Sequence[str]] = ()) -> dict[str, float | int]:
+    """Dataset quality of cleaned utterances ``(text, hygiene flags)``; ``dialogues`` (each a
+    list of its utterances) gives the repeated-sentence rate across a dialogue's turns."""
+    texts = [text for text, _ in utterances]
+    n = len(texts)
+    if not n:
+        return {"utterances": 0}
+
+    def share(flag: str) -> float:
+        return round(sum(flag in flags for _, flags in utterances) / n, 4)
+
+    whole = ["\n".join(d) for d in dialogues] or texts
+    return {
+        "utterances": n,
+        "trimmed_rate": share("trimmed"),
+        "mid_sentence_rate": round(sum(mid_sentence(t) for t in texts) / n, 4),
+        "repeated_sentence_rate": round(repeated_sentence_rate(whole), 4),
+        "instruction_echo_rate": share("echoed"),
+        "empty_rate": share("empty"),
+        "distinct_1": round(distinct_n(texts, 1), 4),
+        "distinct_2": round(distinct_n(texts, 2), 4),
+        "mean_words": round(sum(len(_words(t)) for t in texts) / n, 2),
+    }

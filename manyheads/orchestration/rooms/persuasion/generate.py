@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from manyheads.agents.names import valid_pair
 from manyheads.errors import ConfigError
 from manyheads.models import Engine
 from manyheads.orchestration.harness.files import tabular
@@ -90,6 +91,8 @@ def payload(state: DialogueState, config: PersuasionConfig, scenario_index: int,
         "tom_fallbacks": state.tom_fallbacks,
         "leaks": sum(len(leaks(prompt, scenario, public)) for prompt in state.persuader_prompts),
         "double_blind": config.double_blind,
+        "hygiene": state.hygiene,
+        "names_valid": valid_pair(scenario.persuader, scenario.persuadee),
         "engine": engine.name,
         "model": engine.model_name,
     }

@@ -24,6 +24,7 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from manyheads.agents import Agent, AgentSpec, Turn
+from manyheads.agents.hygiene import clean
 from manyheads.agents.prompts import Prompts
 from manyheads.errors import ConfigError, StructuredOutputError
 from manyheads.models import Engine, SamplingParams
@@ -91,6 +92,7 @@ class DialogueState(BaseModel):
     decisions: list[str] = Field(default_factory=list)
     outcome: Outcome = "active"
     persuader_prompts: list[list[ChatMessage]] = Field(default_factory=list)  # for leak checks
+    hygiene: list[list[str]] = Field(default_factory=list)  # cleaning flags per agent utterance
 
     @property
     def persuader_turns(self) -> int:
@@ -206,9 +208,7 @@ def _persuader_request(state: DialogueState, config: PersuasionConfig) -> Call:
 def _persuader_apply(state: DialogueState, config: PersuasionConfig,
                      completion: Completion) -> None:
     scenario = state.scenario
-    state.turns.append(Turn(speaker=scenario.persuader,
-                            content=_utterance(completion.text, scenario.persuader,
-                                               scenario.persuadee)))
+    _say(state, completion, scenario.persuader, scenario.persuadee)
 
 
 def _persuadee_request(state: DialogueState, config: PersuasionConfig) -> Call:
@@ -222,9 +222,7 @@ def _persuadee_request(state: DialogueState, config: PersuasionConfig) -> Call:
 def _persuadee_apply(state: DialogueState, config: PersuasionConfig,
                      completion: Completion) -> None:
     scenario = state.scenario
-    state.turns.append(Turn(speaker=scenario.persuadee,
-                            content=_utterance(completion.text, scenario.persuadee,
-                                               scenario.persuader)))
+    _say(state, completion, scenario.persuadee, scenario.persuader)
 
 
 def _decision_request(state: DialogueState, config: PersuasionConfig) -> Call:
@@ -318,11 +316,12 @@ class PersuasionState(RoomState, total=False):
     observer_scores: list[dict[str, float | None]]
     decisions: list[str]
     outcome: Outcome
+    hygiene: list[list[str]]
     limit: int  # persuader turns the dialogue may reach before this turn's turn limit
 
 
 DIALOGUE_FIELDS = ("key", "scenario", "turns", "tom", "tom_fallbacks", "observer_scores",
-                   "decisions", "outcome")
+                   "decisions", "outcome", "hygiene")
 
 
 def ctx(runtime: Runtime) -> RoomContext[PersuasionConfig]:
@@ -480,13 +479,13 @@ def _params(config: PersuasionConfig, state: DialogueState, step: str, max_token
                           stop=stop)
 
 
-def _utterance(text: str, speaker: str, other: str) -> str:
-    """The speaker's own words: a small model may prefix its name or script the other side."""
-    text = text.strip()
-    names = f"({re.escape(speaker)}|{re.escape(other)})"
-    text = re.sub(rf"^\s*{names}\s*:\s*", "", text)
-    text = re.split(rf"\n\s*{names}\s*:", text)[0].strip()
-    return text or "..."
+def _say(state: DialogueState, completion: Completion, speaker: str, other: str) -> None:
+    """The speaker's own words after the shared hygiene step (a small model prefixes its name,
+    scripts the other side, loops or runs out of tokens mid-sentence); flags kept per turn."""
+    cleaned = clean(completion.text, speaker=speaker, others=[other, "Persuader", "Persuadee"],
+                    finish_reason=completion.finish_reason)
+    state.turns.append(Turn(speaker=speaker, content=cleaned.text))
+    state.hygiene.append(cleaned.flags)
 
 
 def _second_person(text: str) -> str:

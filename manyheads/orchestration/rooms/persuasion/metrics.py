@@ -14,6 +14,7 @@ from collections import Counter
 from statistics import mean
 from typing import Any
 
+from manyheads.agents.hygiene import quality
 from manyheads.models.embedder import embedder
 from manyheads.models.types import ChatMessage
 from manyheads.orchestration.rooms.persuasion.mind import (
@@ -123,4 +124,17 @@ def summarise(payloads: list[dict[str, Any]]) -> dict[str, Any]:
         "strategy_methods": dict(Counter(s["method"] for s in strategies)),
         "leaks": sum(p["leaks"] for p in payloads),
         "double_blind": all(p["double_blind"] for p in payloads),
+        "invalid_name_rate": round(sum(not p.get("names_valid", True) for p in payloads) / n, 4),
+        **_quality(payloads),
     }
+
+
+def _quality(payloads: list[dict[str, Any]]) -> dict[str, Any]:
+    """``hygiene.quality`` over every agent utterance, with its flags, dialogue by dialogue."""
+    pairs, dialogues = [], []
+    for payload in payloads:
+        texts = [line.split(": ", 1)[1] for line in payload["dialog"]]
+        flags = payload.get("hygiene") or [[] for _ in texts]
+        pairs += list(zip(texts, flags, strict=False))
+        dialogues.append(texts)
+    return quality(pairs, dialogues=dialogues)
