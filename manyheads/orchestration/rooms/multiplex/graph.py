@@ -34,7 +34,7 @@ from manyheads.agents.prompts import Prompts
 from manyheads.errors import ConfigError
 from manyheads.models import Engine, SamplingParams
 from manyheads.models.embedder import embedder
-from manyheads.models.types import ChatMessage
+from manyheads.models.types import ChatMessage, Completion
 from manyheads.orchestration.room import (
     RoomContext,
     RoomState,
@@ -194,11 +194,18 @@ def member_system(member: PanelMember) -> str:
                           values=member.values, voice=member.voice)
 
 
-def spoken(stage: str, members: list[PanelMember], texts: list[str]) -> dict[str, Any]:
-    answers = [{"name": m.name, "tradition": m.tradition, "text": t.strip() or NO_ANSWER}
-               for m, t in zip(members, texts, strict=True)]
-    said = [say(a["name"], a["text"], meta={"stage": stage, "tradition": a["tradition"]})
-            for a in answers]
+def spoken(stage: str, members: list[PanelMember],
+           completions: list[Completion]) -> dict[str, Any]:
+    """The members' answers after the shared hygiene step (whole sentences, no loops)."""
+    names = [m.name for m in members]
+    answers, said = [], []
+    for member, completion in zip(members, completions, strict=True):
+        cleaned = clean(completion.text, speaker=member.name, others=names,
+                        finish_reason=completion.finish_reason)
+        text = NO_ANSWER if cleaned.empty else cleaned.text
+        answers.append({"name": member.name, "tradition": member.tradition, "text": text})
+        said.append(say(member.name, text, meta={"stage": stage, "tradition": member.tradition,
+                                                 **cleaned.meta()}))
     return {"answers": answers, "said": said}
 
 
@@ -225,7 +232,7 @@ def ask_panel(state: MultiplexState, runtime: Runtime) -> dict:
                                                            question=state["question"]))
              for m in members]
     params = sampling(context.config, context.config.member_tokens)
-    return spoken("answer", members, [c.text for c in context.engine.chat(views, params)])
+    return spoken("answer", members, context.engine.chat(views, params))
 
 
 def revise(state: MultiplexState, runtime: Runtime) -> dict:
@@ -238,7 +245,7 @@ def revise(state: MultiplexState, runtime: Runtime) -> dict:
                 if j != i and a["text"] != NO_ANSWER]))
         for i, m in enumerate(members)]
     params = sampling(context.config, context.config.member_tokens)
-    return spoken("revise", members, [c.text for c in context.engine.chat(views, params)])
+    return spoken("revise", members, context.engine.chat(views, params))
 
 
 def key_points(answers: list[dict[str, str]], panel: Panel) -> list[tuple[str, str]]:

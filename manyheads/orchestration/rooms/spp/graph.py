@@ -28,6 +28,7 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field, create_model
 
 from manyheads.agents import Agent, AgentSpec, Turn
+from manyheads.agents.hygiene import PLACEHOLDER, clean
 from manyheads.agents.prompts import Prompts
 from manyheads.errors import ManyheadsError, StructuredOutputError
 from manyheads.models import Engine, SamplingParams
@@ -187,6 +188,16 @@ def verify(context: RoomContext[SppConfig], task: str, text: str,
             for i, (step, score) in enumerate(zip(steps, scores, strict=False))]
 
 
+def _clean_answer(completion: Any) -> str:
+    """The assistant's answer, cut back to whole sentences when the token budget cut it, or ""
+    when nothing usable came back. An answer that ended on its own is kept as written: a poem
+    or a list need not end in a full stop."""
+    if completion.finish_reason != "length":
+        return completion.text.strip()
+    cleaned = clean(completion.text, speaker=ASSISTANT, finish_reason=completion.finish_reason)
+    return "" if cleaned.empty else cleaned.text
+
+
 def low(context: RoomContext[SppConfig], scored: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [step for step in scored if step["score"] < context.config.flag_below]
 
@@ -227,8 +238,11 @@ def brainstorm(state: SppState, runtime: Runtime) -> dict:
         agents = persona_agents(context, personas)
         views = [a.view([], PROMPTS.render("brainstorm_persona", task=state["task"],
                                            speaker=a.name)) for a in agents]
-        notes = [c.text for c in context.engine.chat(views, agents[0].spec.sampling)]
-    notes = [n.strip() or NO_IDEA for n in notes]
+        notes = [clean(c.text, speaker=a.name, others=[ASSISTANT],
+                       finish_reason=c.finish_reason).text
+                 for a, c in zip(agents, context.engine.chat(views, agents[0].spec.sampling),
+                                 strict=True)]
+    notes = [n.strip() if n.strip() and n != PLACEHOLDER else NO_IDEA for n in notes]
     return {"notes": notes, "said": [spoken("brainstorm", 0, p.name, n)
                                      for p, n in zip(personas, notes, strict=True)]}
 
@@ -240,7 +254,7 @@ def draft(state: SppState, runtime: Runtime) -> dict:
              if n != NO_IDEA]
     text = assistant(context).respond([], PROMPTS.render("draft", task=state["task"],
                                                          notes=notes))
-    text = text.text.strip() or "(no answer)"
+    text = _clean_answer(text) or "(no answer)"
     scored = verify(context, state["task"], text, 0)
     return {"draft": text, "said": [spoken("draft", 0, ASSISTANT, text, scored)],
             "flags": low(context, scored)}
@@ -285,7 +299,7 @@ def revise(state: SppState, runtime: Runtime) -> dict:
     status("the assistant is revising")
     text = assistant(context).respond([], PROMPTS.render(
         "revise", task=state["task"], draft=state["draft"], suggestions=state["suggestions"]))
-    text = text.text.strip() or state["draft"]
+    text = _clean_answer(text) or state["draft"]
     scored = verify(context, state["task"], text, state["round"])
     return {"draft": text,
             "said": [spoken("revise", state["round"], ASSISTANT, text, scored)],
