@@ -16,13 +16,20 @@ from pathlib import Path
 
 import pytest
 
+from manyheads.agents import Turn
 from manyheads.errors import ConfigError
 from manyheads.models.engine import Engine
 from manyheads.models.types import Completion
+from manyheads.orchestration.conversation import ChatOptions
+from manyheads.orchestration.registry import get_room
+from manyheads.orchestration.rooms.persuasion import ROOM
 from manyheads.orchestration.rooms.persuasion.graph import (
+    DIALOGUE_FIELDS,
     DialogueState,
     PersuaderView,
     PersuasionConfig,
+    dialogue_of,
+    fields_of,
     persuader_spec,
     persuader_view,
     run_batch,
@@ -31,6 +38,7 @@ from manyheads.orchestration.rooms.persuasion.graph import (
 from manyheads.orchestration.rooms.persuasion.metrics import leaks, public_texts
 from manyheads.orchestration.rooms.persuasion.mind import hidden_texts
 from manyheads.orchestration.rooms.persuasion.scenarios import (
+    Scenario,
     draft_scenarios,
     load_scenarios,
     package_scenarios,
@@ -200,9 +208,52 @@ def test_lock_step_rounds_share_one_batch_and_stop_at_the_limit():
 def test_agreement_ends_early_and_graph_matches_batch():
     engine = FakeScriptEngine(decision="agree")
     [batch] = run_batch(engine, [("0", RECORDS[0].scenario)], PersuasionConfig(max_turns=3))
-    graph = run_dialogue(engine, RECORDS[0].scenario, PersuasionConfig(max_turns=3))
-    assert batch.outcome == graph.outcome == "agreed"
-    assert batch.model_dump() == graph.model_dump()  # the same steps, one way to make a turn
+    direct = run_dialogue(engine, RECORDS[0].scenario, PersuasionConfig(max_turns=3))
+    assert batch.outcome == direct.outcome == "agreed"
+    assert batch.model_dump() == direct.model_dump()  # the same steps, one way to make a turn
+
+
+def _room_state(store: Store, session_id: str) -> dict:
+    with store.checkpointer() as saver:
+        run = {"configurable": {"thread_id": session_id}}
+        return ROOM.compile(saver).get_state(run).values
+
+
+def test_the_room_graph_runs_the_same_steps_as_a_batch(tmp_path):
+    engine = FakeScriptEngine(decision="agree")
+    options = ChatOptions(config={"max_turns": 3})
+    with Store.open(f"sqlite:///{tmp_path / 's.db'}") as store:
+        session_id = get_room("persuasion").converse(engine, store, None, "a cooking rota",
+                                                     options=options)
+        state = _room_state(store, session_id)
+        messages = store.load(session_id).messages
+        # The scene the scenario agent set, run as a batch keyed by the session (the seed).
+        scenario = Scenario.model_validate(state["scenario"])
+        [batch] = run_batch(engine, [(session_id, scenario)], PersuasionConfig(max_turns=3))
+        assert {k: state[k] for k in DIALOGUE_FIELDS} == fields_of(batch)
+        assert state["outcome"] == "agreed" and batch.persuader_turns == 1
+
+        public = [(m.participant, m.content) for m in messages if m.visibility == "public"]
+        assert public == [("you", "a cooking rota"), ("Scene", public[1][1]),
+                          *((t.speaker, t.content) for t in batch.public_turns),
+                          ("Room", "Outcome: agreed")]
+        observer = {m.participant for m in messages if m.visibility == "observer"}
+        assert observer == {"Hidden state", "Ann (ToM)", "Bo (decision)"}
+        assert messages[-1].meta == {"outcome": "agreed", "double_blind": True}
+        assert [m.idempotency_key for m in messages] == [
+            "user-0", *(f"said-{i}" for i in range(len(messages) - 1))]
+
+        # A second message joins the same dialogue, which goes on for more rounds.
+        get_room("persuasion").converse(engine, store, session_id, "Ann, mention the savings.",
+                                        options=options)
+        later = dialogue_of(_room_state(store, session_id))
+        messages = store.load(session_id).messages
+    assert later.turns[:len(batch.turns)] == batch.turns
+    assert Turn(speaker="you", content="Ann, mention the savings.") in later.turns
+    assert later.persuader_turns == 2 and later.outcome == "agreed"
+    assert sum(m.role == "user" for m in messages) == 2
+    assert [m.participant for m in messages].count("Room") == 2
+    assert len({m.idempotency_key for m in messages}) == len(messages)
 
 
 def test_garbled_structured_output_falls_back():

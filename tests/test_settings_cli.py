@@ -43,18 +43,32 @@ def test_models_command_shows_the_converted_folder():
 
 
 @pytest.mark.slow
-def test_demo_stores_its_transcript_and_resumes(tmp_path: Path):
+def test_demo_stores_its_transcript_and_resume_needs_an_interrupted_turn(tmp_path: Path):
     env = {"MANYHEADS_DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}"}
-    first = manyheads("demo", "--room", "demo", "--engine", "local", "--turns", "2",
+    first = manyheads("demo", "--room", "demo", "--engine", "local", "--message",
+                      "tea gardens in the rain", "--set", "turns=3", "--set", "max_tokens=16",
                       env=env)
     assert first.returncode == 0, first.stderr
     session_id = first.stdout.split("stored as session")[1].split()[0]
-    second = manyheads("demo", "--engine", "local", "--turns", "1", "--resume", session_id,
-                       env=env)
-    assert second.returncode == 0, second.stderr
+    # The session's only turn finished: there is nothing to resume, and it says so.
+    second = manyheads("demo", "--engine", "local", "--resume", session_id, env=env)
+    assert second.returncode == 2
+    assert "no interrupted turn to resume" in second.stderr
+    assert "Traceback" not in second.stderr
     with Store.open(env["MANYHEADS_DATABASE_URL"]) as store:
         session = store.load(session_id)
-        assert session.status == "completed"
-        assert [m.seq for m in session.messages] == [1, 2, 3]
-        assert [m.participant for m in session.messages] == ["Ada", "Basil", "Ada"]
+        assert session.room == "demo" and session.status == "completed"
+        assert session.config["turns"] == 3  # --set went into the stored room config
+        assert [m.seq for m in session.messages] == [1, 2, 3, 4]
+        assert [m.participant for m in session.messages] == ["you", "Ada", "Basil", "Ada"]
+        assert session.messages[0].content == "tea gardens in the rain"
+        assert [m.idempotency_key for m in session.messages] == [
+            "user-0", "said-0", "said-1", "said-2"]
         assert all(m.content.strip() for m in session.messages)
+
+
+def test_demo_rejects_a_bad_room_setting_in_one_line(tmp_path: Path):
+    env = {"MANYHEADS_DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}"}
+    result = manyheads("demo", "--room", "demo", "--engine", "nope", "--set", "turns", env=env)
+    assert result.returncode == 2
+    assert "expected key=value" in result.stderr and "Traceback" not in result.stderr

@@ -13,6 +13,8 @@ from manyheads.errors import ConfigError
 from manyheads.models.engine import Engine
 from manyheads.models.types import Completion
 from manyheads.orchestration.registry import get_room
+from manyheads.orchestration.room import Said
+from manyheads.orchestration.rooms.spp import ROOM
 from manyheads.orchestration.rooms.spp import eval as spp_eval
 from manyheads.orchestration.rooms.spp.graph import (
     DEFAULT_PERSONAS,
@@ -88,12 +90,17 @@ def test_rounds_are_bounded_and_persona_turns_batched(mode):
         assert persona_calls == [("Verdict", 2)] * 3 and len(brainstorm) == 1
     else:
         assert persona_calls == [("PersonaNotes", 1)] + [("PersonaVerdicts", 1)] * 3
-    spoken = [e for e in events if e["stage"] == "critique"]
-    assert len(spoken) == 3 * 2 and {e["round"] for e in spoken} == {1, 2, 3}
+    spoken = [e for e in events if e["meta"]["stage"] == "critique"]
+    assert len(spoken) == 3 * 2 and {e["meta"]["round"] for e in spoken} == {1, 2, 3}
+    assert {e["speaker"] for e in spoken} == {p.name for p in DEFAULT_PERSONAS}
+    # every event is a said entry: the contract stores exactly this dict
+    assert all(Said.model_validate(e).model_dump() == e for e in events)
+    assert [e["meta"]["stage"] for e in events][-1] == "final"
 
 
 def test_room_is_registered():
-    assert get_room("spp").config is SppConfig
+    room = get_room("spp")
+    assert room is ROOM and room.config is SppConfig and room.example
 
 
 # -- the graph on the embedded model -----------------------------------------------------------
@@ -119,14 +126,19 @@ def test_multi_mode_on_the_embedded_model(local_engine):
     events = []
     result = solve(local_engine, "Name a fruit that is yellow.", TINY, on_event=events.append)
     check_result(result, TINY.max_rounds)
-    assert sum(e["stage"] == "brainstorm" for e in events) == len(result.personas)
+    assert sum(e["meta"]["stage"] == "brainstorm" for e in events) == len(result.personas)
 
 
 def test_single_mode_with_a_verifier(local_engine):
     config = TINY.model_copy(update={"mode": "single"})
-    result = solve(local_engine, "Name a fruit that is yellow.", config, verifier=FakeVerifier())
+    events = []
+    result = solve(local_engine, "Name a fruit that is yellow.", config, verifier=FakeVerifier(),
+                   on_event=events.append)
     check_result(result, config.max_rounds)
     assert result.flags and all(f["score"] < config.flag_below for f in result.flags)
+    drafts = [e for e in events if e["meta"]["stage"] == "draft"]
+    assert len(drafts) == 1 and drafts[0]["step_scores"]
+    assert all(s["score"] == FakeVerifier.Score.score for s in drafts[0]["step_scores"])
 
 
 # -- the harness ------------------------------------------------------------------------------

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.types import Command
 
 from manyheads.errors import ConfigError, ModelNotFoundError
 from manyheads.models.engine import Engine
 from manyheads.models.types import Completion
 from manyheads.orchestration.conversation import ChatOptions
 from manyheads.orchestration.registry import get_room
+from manyheads.orchestration.room import RoomContext
+from manyheads.orchestration.rooms.studio import ROOM
+from manyheads.orchestration.rooms.studio import graph as studio_graph
 from manyheads.orchestration.rooms.studio.agents import apply_edits, read_turn
 from manyheads.orchestration.rooms.studio.draw import (
     DiffusersDrawer,
@@ -25,12 +27,7 @@ from manyheads.orchestration.rooms.studio.draw import (
     subject_consistency,
 )
 from manyheads.orchestration.rooms.studio.eval import load_dialogues, run_eval, score_session
-from manyheads.orchestration.rooms.studio.graph import (
-    MemoryRecorder,
-    StudioConfig,
-    build_graph,
-    converse,
-)
+from manyheads.orchestration.rooms.studio.graph import StudioConfig, build_graph
 from manyheads.orchestration.rooms.studio.layout import (
     Box,
     Layout,
@@ -60,7 +57,8 @@ class FakeSilentEngine(Engine):
 
 
 class FakeBrokenDrawer:
-    """A drawer that dies like a killed process would, to cut a turn short."""
+    """A drawer that dies like a killed process would, to cut a turn short (patched in for
+    ``make_drawer``: the room builds its drawer from ``StudioConfig.drawer``)."""
 
     def draw(self, layout, subjects, seed):
         raise KeyboardInterrupt
@@ -224,27 +222,45 @@ def test_dialogue_set_has_twenty_four_turn_dialogues(tmp_path: Path) -> None:
 
 
 # -- sessions -----------------------------------------------------------------------------------
-def test_each_turn_is_an_interrupt_and_a_resume() -> None:
-    recorder = MemoryRecorder()
-    graph = build_graph(FakeSilentEngine(), StudioConfig(), checkpointer=InMemorySaver(),
-                        recorder=recorder)
+def test_subjects_carry_over_from_turn_to_turn_in_the_checkpointed_state() -> None:
+    """Each message is one run of the graph on the thread's checkpointed state (no interrupt):
+    the second turn edits the subjects the first one made."""
+    graph = build_graph().compile(checkpointer=InMemorySaver())
+    context = RoomContext(engine=FakeSilentEngine(), config=StudioConfig())
     run = {"configurable": {"thread_id": "t"}}
-    graph.invoke({"subjects": [], "next_id": 1, "images": []}, run)
-    assert graph.get_state(run).next == ("listen",)
-    graph.invoke(Command(resume="A dog next to a cat in a park."), run)
+    graph.invoke({"request": "A dog next to a cat in a park.", "turn": 0, "history": []}, run,
+                 context=context)
     state = graph.get_state(run)
-    assert state.next == ("listen",) and len(state.values["images"]) == 1
+    assert state.next == ()
     assert [s["name"] for s in state.values["subjects"]] == ["dog", "cat"]
-    assert state.values["subjects"][0]["reference"] == state.values["images"][0]
+    assert all(s["reference"] == 1 for s in state.values["subjects"])  # first drawn in turn 1
+    [drawer] = [e for e in state.values["said"] if e["speaker"] == "Drawer"]
+    kinds = [(a["kind"], a["mime"], a["meta"]["turn"]) for a in drawer["artifacts"]]
+    assert kinds == [("image", "image/png", 1), ("layout", "application/json", 1),
+                     ("subjects", "application/json", 1)]
+    assert drawer["artifacts"][0]["data"].startswith(b"\x89PNG")
+    assert drawer["artifacts"][0]["meta"]["subjects"] == state.values["subjects"]
+
+    graph.invoke({"request": "Make the dog blue, and add a ball.", "turn": 1, "history": []},
+                 run, context=context)
+    subjects = {s["name"]: s for s in graph.get_state(run).values["subjects"]}
+    assert subjects["dog"]["id"] == "s1" and subjects["dog"]["description"] == "blue dog"
+    assert subjects["dog"]["reference"] == 1 and subjects["ball"]["reference"] == 2
+    said = graph.get_state(run).values["said"]
+    assert [e["speaker"] for e in said].count("Drawer") == 2  # ``said`` keeps every turn
 
 
-def test_a_session_continues_after_a_restart_with_the_same_subjects(tmp_path: Path) -> None:
+def test_a_session_continues_after_a_restart_with_the_same_subjects(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"sqlite:///{tmp_path / 'studio.db'}"
     engine = FakeSilentEngine()
     with Store.open(url) as store:
-        session_id = converse(engine, store, None, "A brown dog sits in a park next to a cat.")
-        with pytest.raises(KeyboardInterrupt):  # the process dies while drawing turn two
-            converse(engine, store, session_id, "Make the dog blue.", drawer=FakeBrokenDrawer())
+        session_id = ROOM.converse(engine, store, None,
+                                   "A brown dog sits in a park next to a cat.")
+        with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
+            # the process dies while drawing turn two
+            patched.setattr(studio_graph, "make_drawer", lambda config: FakeBrokenDrawer())
+            ROOM.converse(engine, store, session_id, "Make the dog blue.")
         first = store.load(session_id)
     assert first.status == "failed"
     first_turn = next(a for a in first.artifacts if a.kind == "subjects").meta["turn"]
@@ -258,12 +274,16 @@ def test_a_session_continues_after_a_restart_with_the_same_subjects(tmp_path: Pa
     assert [a.meta["turn"] for a in images] == [first_turn, 2, 3]
     last = {s["name"]: s for s in images[-1].meta["subjects"]}
     assert last["dog"]["id"] == "s1" and last["dog"]["description"] == "blue dog"
-    assert last["ball"]["id"] == "s3" and last["dog"]["reference"] == images[0].id
-    assert session.status == "paused"
+    assert last["ball"]["id"] == "s3" and last["dog"]["reference"] == images[0].meta["turn"]
+    assert last["ball"]["reference"] == 3
+    assert {"layout", "subjects"} <= set(images[-1].meta)
+    assert session.status == "completed"
     drawn = [m for m in session.messages if m.participant == "Drawer"]
     assert [m.meta["image_artifact"] for m in drawn] == [a.id for a in images]
+    assert [m.content for m in session.messages if m.role == "user"] == [
+        "A brown dog sits in a park next to a cat.", "Make the dog blue.", "Add a yellow ball."]
     keys = [m.idempotency_key for m in session.messages if m.idempotency_key]
-    assert len(keys) == len(set(keys))
+    assert len(keys) == len(set(keys)) == len(session.messages)
 
 
 def test_eval_scores_dialogues_and_writes_contact_sheets(tmp_path: Path) -> None:
@@ -293,8 +313,8 @@ def test_four_turn_session_on_the_embedded_model(local_engine, tmp_path: Path) -
     with Store.open(f"sqlite:///{tmp_path / 'live.db'}") as store:
         session_id = None
         for turn in dialogue.turns:
-            session_id = converse(local_engine, store, session_id, turn.text,
-                                  listener=Collect(), options=options)
+            session_id = ROOM.converse(local_engine, store, session_id, turn.text,
+                                       listener=Collect(), options=options)
         scores = score_session(store, session_id, dialogue)
         session = store.load(session_id)
     assert scores["turns"] == 4 and scores["valid"] == 1.0
