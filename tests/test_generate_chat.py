@@ -20,11 +20,13 @@ def test_spp_dataset_resumes_and_exports_every_format(local_engine, tmp_path):
     room = get_room("spp")
     prompts = ["Name two red fruits.", "Name a planet with rings."]
     with Store.open(f"sqlite:///{tmp_path}/gen.db") as store:
-        # a session a killed job left half-done: dropped and generated again
+        # sessions a killed or interrupted job left without an item: dropped, made again
         store.create_session("spp", title="x", config={"dataset": "t", "key": "000001"})
+        failed = store.create_session("spp", title="y", config={"dataset": "t", "key": "000000"})
+        store.set_status(failed.id, "failed")  # e.g. Ctrl-C mid-turn
         first = generate_chat(local_engine, store, room, prompts[:1], name="t", options=OPTIONS)
         assert first == {"dataset_id": first["dataset_id"], "skipped": 0, "generated": 1,
-                         "dropped_partial": 1}
+                         "dropped_partial": 2}
         with pytest.raises(ConfigError, match="other prompts or settings"):
             generate_chat(local_engine, store, room, prompts, name="t", options=OPTIONS)
         again = generate_chat(local_engine, store, room, prompts[:1], name="t", options=OPTIONS)

@@ -91,10 +91,11 @@ def open_named_dataset(store: Store, name: str, room: Room, prompts: list[str],
     raise AssertionError("unreachable")
 
 
-def drop_partial(store: Store, room: Room, name: str) -> int:
-    """Delete the sessions a killed job left unfinished; returns how many."""
-    stale = [s.id for s in store.list_sessions(room=room.name, status="running")
-             if s.config.get("dataset") == name]
+def drop_partial(store: Store, room: Room, name: str, done: set[str]) -> int:
+    """Delete the dataset's sessions that never became an item (a killed, interrupted or failed
+    job's), whatever their status; returns how many."""
+    stale = [s.id for s in store.list_sessions(room=room.name)
+             if s.config.get("dataset") == name and s.config.get("key") not in done]
     for session_id in stale:
         store.delete_session(session_id)
     return len(stale)
@@ -115,7 +116,7 @@ def generate_chat(engine: Engine, store: Store, room: Room, prompts: list[str], 
     """Generate (or finish) dataset ``name``: one room session per prompt."""
     options = options or ChatOptions()
     dataset_id, done = open_dataset(store, name, room, prompts, options, engine)
-    dropped = drop_partial(store, room, name)
+    dropped = drop_partial(store, room, name, done)
     generated = 0
     for index, prompt in enumerate(prompts):
         key = f"{index:06d}"
