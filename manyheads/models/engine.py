@@ -8,6 +8,7 @@ structured-output parsing into a validated object or a typed error, and the publ
 from __future__ import annotations
 
 import abc
+import asyncio
 import time
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from manyheads.errors import PromptError
-from manyheads.models import structured
+from manyheads.models import structured, telemetry
 from manyheads.models.types import ChatMessage, Completion, SamplingParams
 
 Prompt = str | list[ChatMessage]  # plain text, or a chat conversation
@@ -53,6 +54,16 @@ class Tally:
     completion_tokens: int = 0
     busy_s: float = 0.0  # wall time inside batches and streams
     stream_chunks: int = 0  # streamed deltas (a delta may hold more than one token)
+    # Engines that batch across callers (LocalEngine): decode steps, the rows they carried
+    # (step_rows / decode_steps = mean batch size), the largest batch, sequences cancelled.
+    decode_steps: int = 0
+    step_rows: int = 0
+    max_batch_size: int = 0
+    cancelled: int = 0
+
+    @property
+    def mean_batch_size(self) -> float:
+        return self.step_rows / self.decode_steps if self.decode_steps else 0.0
 
 
 class Engine(abc.ABC):
@@ -93,8 +104,13 @@ class Engine(abc.ABC):
         """``run`` for requests whose prompts are already checked (``advance`` checks them)."""
         if not requests:
             return []
-        started = time.perf_counter()
-        completions = self._run(requests)
+        started, started_ns = time.perf_counter(), time.time_ns()
+        try:
+            completions = self._run(requests)
+        except Exception as exc:
+            for request in requests:
+                telemetry.record_request(self, request, started_ns=started_ns, error=exc)
+            raise
         self.tally.busy_s += time.perf_counter() - started
         self.tally.batches += 1
         for request, completion in zip(requests, completions, strict=True):
@@ -137,8 +153,29 @@ class Engine(abc.ABC):
                     waiting.append((program, request))
             active = waiting
 
+    async def complete(self, request: Request) -> Completion:
+        """One request from async code (a server handler): checked, counted, parsed and traced
+        like ``run``; on engines that batch across callers it joins the running batch, and
+        cancelling the awaiting task takes it out."""
+        check_prompt(request.prompt)
+        started, started_ns = time.perf_counter(), time.time_ns()
+        try:
+            completion = await self._complete(request)
+        except Exception as exc:
+            telemetry.record_request(self, request, started_ns=started_ns, error=exc)
+            raise
+        self.tally.busy_s += time.perf_counter() - started
+        self.tally.batches += 1
+        self._finish(request, completion)
+        return completion
+
+    async def _complete(self, request: Request) -> Completion:
+        """Default: one batch of one request in a worker thread."""
+        return (await asyncio.to_thread(self._run, [request]))[0]
+
     def _finish(self, request: Request, completion: Completion) -> None:
-        """Count a finished request and parse its structured output."""
+        """Count a finished request, parse its structured output, and trace it."""
+        telemetry.record_request(self, request, completion)
         self.tally.requests += 1
         self.tally.prompt_tokens += completion.usage.prompt_tokens
         self.tally.completion_tokens += completion.usage.completion_tokens
@@ -152,13 +189,23 @@ class Engine(abc.ABC):
         """Yield text deltas as they are generated; joined they equal the full completion."""
         request = Request(prompt, params or SamplingParams())
         check_prompt(request.prompt)
-        started = time.perf_counter()
+        started, started_ns = time.perf_counter(), time.time_ns()
+        error: BaseException | None = None
         try:
             async for delta in self._stream(request):
                 self.tally.stream_chunks += 1
                 yield delta
+        except BaseException as exc:  # traced (a consumer that stops early too), then re-raised
+            error = exc
+            raise
         finally:
             self.tally.busy_s += time.perf_counter() - started
+            telemetry.record_request(self, request, self._stream_completion(request),
+                                     started_ns=started_ns, error=error, stream=True)
+
+    def _stream_completion(self, request: Request) -> Completion | None:
+        """The finished completion of a stream, where the engine keeps it (usage for traces)."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - engines without resources need nothing here
         """Release the model and any worker processes; safe to call twice."""

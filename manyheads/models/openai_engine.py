@@ -16,7 +16,7 @@ import openai
 
 from manyheads.errors import EngineError, EngineUnavailableError
 from manyheads.models.engine import Engine, Request
-from manyheads.models.types import Completion, TokenLogprob, Usage
+from manyheads.models.types import Completion, SamplingParams, TokenLogprob, Usage
 
 
 class OpenAIEngine(Engine):
@@ -55,6 +55,7 @@ class OpenAIEngine(Engine):
                 args["logprobs"] = params.logprobs
             if request.schema is not None:  # vLLM's extension for completions
                 args["extra_body"] = {"structured_outputs": {"json": request.schema}}
+        _add_penalties(args, params)
         return args
 
     def _call(self, request: Request) -> Completion:
@@ -104,6 +105,26 @@ class OpenAIEngine(Engine):
     def close(self) -> None:
         self._pool.shutdown(wait=False)
         self.client.close()
+
+
+def _add_penalties(args: dict[str, Any], params: SamplingParams) -> None:
+    """Repetition control, sent only when set (a strict vendor API rejects unknown fields).
+
+    ``frequency_penalty``/``presence_penalty`` are standard OpenAI fields; ``repetition_penalty``
+    is vLLM's extension; ``no_repeat_ngram_size`` travels in vLLM's ``vllm_xargs`` (honoured by
+    ``manyheads serve`` and by a vLLM server started with our ``NoRepeatNGram`` processor).
+    """
+    if params.frequency_penalty:
+        args["frequency_penalty"] = params.frequency_penalty
+    if params.presence_penalty:
+        args["presence_penalty"] = params.presence_penalty
+    extra: dict[str, Any] = {}
+    if params.repetition_penalty != 1.0:
+        extra["repetition_penalty"] = params.repetition_penalty
+    if params.no_repeat_ngram_size:
+        extra["vllm_xargs"] = {"no_repeat_ngram_size": params.no_repeat_ngram_size}
+    if extra:
+        args["extra_body"] = {**args.get("extra_body", {}), **extra}
 
 
 @contextmanager

@@ -25,10 +25,30 @@ class SamplingParams(BaseModel):
     stop: tuple[str, ...] = ()
     seed: int | None = None
     logprobs: int | None = Field(None, ge=0, le=20, description="top alternatives per token")
+    # Repetition control (``models/local/penalties.py`` states the math of each).
+    repetition_penalty: float = Field(
+        1.0, gt=0.0, le=10.0,
+        description="HF/vLLM: divide positive (multiply negative) logits of every token already "
+                    "in the prompt or the output; 1.0 = off, >1 discourages repeats")
+    frequency_penalty: float = Field(
+        0.0, ge=-2.0, le=2.0,
+        description="OpenAI: subtract this times the token's count in the output so far")
+    presence_penalty: float = Field(
+        0.0, ge=-2.0, le=2.0,
+        description="OpenAI: subtract this once from every token already in the output")
+    no_repeat_ngram_size: int = Field(
+        0, ge=0, le=64,
+        description="forbid any n-gram of this size from appearing twice in the output; 0 = off")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+    @property
+    def penalized(self) -> bool:
+        """True when any repetition control changes the logits."""
+        return (self.repetition_penalty != 1.0 or self.frequency_penalty != 0.0
+                or self.presence_penalty != 0.0 or self.no_repeat_ngram_size > 0)
 
 
 class TokenLogprob(BaseModel):

@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,48 @@ def _preload_intel_openmp() -> None:
         os.environ["LD_PRELOAD"] = f"{lib}:{current}" if current else str(lib)
 
 
+# The reaper: a small process that outlives nothing. It watches its parent (the engine's owner)
+# and remembers the processes the owner started after it; when the owner is gone it kills them
+# and everything they started. Polling /proc via psutil, so it works whatever start method vLLM
+# uses (its CPU build sets ``spawn``, where no code of ours runs in the child before vLLM's) and
+# whichever thread built the engine (``PR_SET_PDEATHSIG`` fires when the *forking thread* exits).
+_REAPER = """
+import os, sys, time
+import psutil
+owner = int(sys.argv[1])
+me = psutil.Process()
+before = {p.pid for p in psutil.Process(owner).children(recursive=True)}
+seen = {}
+while os.getppid() == owner:
+    try:
+        for p in psutil.Process(owner).children(recursive=True):
+            if p.pid not in before and p.pid != me.pid:
+                seen.setdefault(p.pid, p)
+    except psutil.NoSuchProcess:
+        break
+    time.sleep(0.5)
+doomed = []
+for p in seen.values():
+    try:
+        if p.is_running():
+            doomed += [p, *p.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        pass
+for p in doomed:
+    try:
+        p.kill()
+    except psutil.NoSuchProcess:
+        pass
+"""
+
+
+def _start_reaper() -> subprocess.Popen[bytes]:
+    """Make the vLLM processes this engine starts die with this process: after a clean exit,
+    an exception, Ctrl-C or ``kill -9`` of the owner, within about a second."""
+    return subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid())],
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+
 class VLLMEngine(Engine):
     name = "vllm"
 
@@ -71,6 +116,14 @@ class VLLMEngine(Engine):
             llm_options.setdefault("enable_chunked_prefill", False)
         if speculative_config and not cuda:
             _preload_intel_openmp()
+        # ``no_repeat_ngram_size`` is our logits processor; vLLM refuses any with drafting.
+        self._ngram = speculative_config is None
+        if self._ngram:
+            from manyheads.models.vllm_logits import FQCN
+
+            llm_options["logits_processors"] = [*(llm_options.get("logits_processors") or ()),
+                                                FQCN]
+        self._reaper = _start_reaper()
         try:
             self.llm = LLM(
                 model=str(self.path),
@@ -88,6 +141,7 @@ class VLLMEngine(Engine):
                 **llm_options,
             )
         except Exception as exc:
+            self._reaper.kill()
             raise EngineError(f"vLLM could not start {self.path}: {exc}") from exc
         self.tokenizer = self.llm.get_tokenizer()
         self.context_len = max_model_len
@@ -103,10 +157,18 @@ class VLLMEngine(Engine):
         structured = None
         if request.schema is not None:
             structured = StructuredOutputsParams(json=request.schema)
+        if params.no_repeat_ngram_size:
+            if self._ngram:
+                extra["extra_args"] = {"no_repeat_ngram_size": params.no_repeat_ngram_size}
+            else:
+                warnings.warn("no_repeat_ngram_size is ignored: vLLM allows no custom logits "
+                              "processor with speculative decoding (draft heads)", stacklevel=3)
         return SamplingParams(
             temperature=params.temperature, top_p=params.top_p,
             max_tokens=min(params.max_tokens, self.context_len - prompt_len),
             stop=list(params.stop) or None, seed=params.seed, logprobs=params.logprobs,
+            repetition_penalty=params.repetition_penalty,
+            frequency_penalty=params.frequency_penalty, presence_penalty=params.presence_penalty,
             structured_outputs=structured, **extra)
 
     def _run(self, requests: list[Request]) -> list[Completion]:
@@ -231,6 +293,8 @@ class VLLMEngine(Engine):
         self.llm.llm_engine.engine_core.shutdown()
         del self.llm
         gc.collect()
+        self._reaper.kill()  # vLLM ended its processes itself
+        self._reaper.wait()
 
 
 def _token_logprob(token: int, position: dict[int, Any]) -> TokenLogprob:

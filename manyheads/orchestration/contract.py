@@ -27,7 +27,7 @@ from langgraph.graph import StateGraph
 from pydantic import BaseModel, ValidationError
 
 from manyheads.errors import ConfigError
-from manyheads.models import Engine
+from manyheads.models import Engine, telemetry
 from manyheads.orchestration.conversation import ChatOptions, Listener, Quiet, step_verifier
 from manyheads.orchestration.room import USER, RoomContext, Said
 from manyheads.storage import Store
@@ -122,13 +122,19 @@ class Room:
                 recorder.record(graph.get_state(run).values.get("said", []))
                 while (start := self._next_input(graph, run, store, session_id)) is not False:
                     ran = True
-                    for mode, chunk in graph.stream(start, run, context=ctx,
-                                                    stream_mode=["custom", "values"],
-                                                    durability="sync"):
-                        if mode == "custom":
-                            _report(chunk, listener)
-                        else:
-                            recorder.record(chunk.get("said", []))
+                    nodes = _NodeSpans(self.name, session_id)
+                    with telemetry.span("room.turn", **{"manyheads.room": self.name,
+                                                        "manyheads.session": session_id}):
+                        for mode, chunk in graph.stream(
+                                start, run, context=ctx, durability="sync",
+                                stream_mode=["custom", "values", "tasks"]):
+                            if mode == "custom":
+                                _report(chunk, listener)
+                            elif mode == "tasks":
+                                nodes.track(chunk)
+                            else:
+                                recorder.record(chunk.get("said", []))
+                        nodes.close()
                     recorder.record(graph.get_state(run).values.get("said", []))
         except BaseException:
             store.set_status(session_id, "failed")
@@ -190,6 +196,39 @@ class _Recorder:
                 self.session_id, kind=artifact.kind, name=artifact.name, mime=artifact.mime,
                 data=artifact.data, meta={**artifact.meta, "key": key}).id
         return self.artifacts[key]
+
+
+class _NodeSpans:
+    """One span per graph node run (room, session, node, the agents who spoke), from LangGraph's
+    ``tasks`` stream: a task's start opens it, its result or error ends it."""
+
+    def __init__(self, room: str, session_id: str) -> None:
+        self.room, self.session_id = room, session_id
+        self.open: dict[str, Any] = {}
+
+    def track(self, task: dict[str, Any]) -> None:
+        if "result" not in task and "error" not in task:
+            self.open[task["id"]] = telemetry.start_span(
+                f"room.node {task['name']}", **{"manyheads.room": self.room,
+                                                "manyheads.session": self.session_id,
+                                                "manyheads.node": task["name"]})
+            return
+        span = self.open.pop(task["id"], None)
+        if span is None:
+            return
+        result = task.get("result")
+        writes = dict(result) if isinstance(result, list) else result or {}
+        speakers = [s.get("speaker") for s in writes.get("said", []) if isinstance(s, dict)]
+        if speakers:
+            span.set_attribute("manyheads.agents", speakers)
+        if task.get("error"):
+            span.set_attribute("error.type", type(task["error"]).__name__)
+        span.end()
+
+    def close(self) -> None:
+        for span in self.open.values():  # a run cut short: end what it started
+            span.end()
+        self.open.clear()
 
 
 def _turn(message: Message) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import torch
 from transformers import DynamicCache
 
+from manyheads.models.local.penalties import apply_penalties
 from manyheads.models.types import SamplingParams
 
 
@@ -48,6 +49,7 @@ class Row:
     tokens: list[int] = field(default_factory=list)
     logprobs: list[tuple[int, float, dict[int, float]]] = field(default_factory=list)
     finish_reason: str | None = None
+    prompt: list[int] = field(default_factory=list)  # prompt ids, for the repetition penalty
 
 
 @dataclass
@@ -131,10 +133,18 @@ def logits_to_probs(logits: torch.Tensor, temperature: float, top_p: float) -> t
 
 
 def choose_token(row: Row, logits: torch.Tensor) -> int:
-    """Pick the next token of one row from its logits [V] (constrained by its grammar)."""
+    """Pick the next token of one row from its logits [V] (penalised, then constrained by its
+    grammar). The one place where repetition control touches the decode loop."""
+    raw = logits
+    logits = apply_penalties(logits, row.prompt, row.tokens, row.params)
     if row.grammar is not None:
-        logits = logits.clone()
+        logits = logits.clone() if logits is raw else logits
         row.grammar.mask(logits)
+        if not torch.isfinite(logits).any():  # the n-gram ban left the grammar no token
+            logits = apply_penalties(raw, row.prompt, row.tokens,
+                                     row.params.model_copy(update={"no_repeat_ngram_size": 0}))
+            logits = logits.clone() if logits is raw else logits
+            row.grammar.mask(logits)
     if row.params.greedy:
         return int(torch.argmax(logits))
     probs = logits_to_probs(logits, row.params.temperature, row.params.top_p)

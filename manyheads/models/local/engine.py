@@ -1,7 +1,12 @@
 """``LocalEngine``: PyTorch + transformers with our own decode loop (``decode.py``).
 
 It is the engine where the heads live: draft heads replace the decode step, uncertainty heads
-observe every forward pass. Requests in one ``chat``/``generate`` call share one padded batch.
+observe every forward pass.
+
+Requests from every caller (threads, coroutines, server requests) join one running batch
+(``batching.py``: continuous batching, a sequence joins or leaves between steps). Draft-head steps
+and observers see one caller's requests as their own padded batch instead (``decode_stream``),
+run alone between two steps of the shared batch.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 
 import torch
@@ -17,6 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from manyheads.models.embedded import resolve_model
 from manyheads.models.engine import Engine, Request, encode_prompt
+from manyheads.models.local.batching import Job, Scheduler
 from manyheads.models.local.decode import Observer, Row, StepFn, decode_stream, vanilla_step
 from manyheads.models.local.grammar import GrammarFactory
 from manyheads.models.local.text import TextTracker
@@ -27,7 +34,8 @@ class LocalEngine(Engine):
     name = "local"
 
     def __init__(self, model: str | Path | None = None, *, dtype: str = "float32",
-                 attn_implementation: str = "sdpa", threads: int | None = None) -> None:
+                 attn_implementation: str = "sdpa", threads: int | None = None,
+                 max_batch: int = 32) -> None:
         if threads:
             torch.set_num_threads(threads)
         self.path = resolve_model(model)
@@ -46,10 +54,30 @@ class LocalEngine(Engine):
         self.observers: list[Observer] = []
         self.step: StepFn = vanilla_step
         self._grammars: GrammarFactory | None = None
-        self._lock = threading.Lock()
+        self._scheduler = Scheduler(self.model, eos_ids=self.eos_ids, pad_id=self.pad_id,
+                                    complete=lambda job, elapsed: self._completion(
+                                        job.row, job.tracker, elapsed),
+                                    stats=self.tally, max_batch=max_batch)
+        self._streamed: dict[int, Completion] = {}  # id(request) -> its completion, for traces
 
-    def _row(self, request: Request, prompt_len: int) -> Row:
+    @property
+    def batched(self) -> bool:
+        """Requests join the shared batch unless draft heads or observers are attached."""
+        return self.step is vanilla_step and not self.observers
+
+    @property
+    def in_flight(self) -> int:
+        """Requests running or waiting in the shared batch."""
+        return self._scheduler.in_flight
+
+    def _job(self, request: Request, on_delta=None) -> Job:
+        prompt = encode_prompt(self.tokenizer, request.prompt, self.context_len)
+        row = self._row(request, prompt)
+        return Job(prompt, row, TextTracker(self.tokenizer, row.params.stop), on_delta=on_delta)
+
+    def _row(self, request: Request, prompt: list[int]) -> Row:
         params = request.params
+        prompt_len = len(prompt)
         room = self.context_len - prompt_len
         if params.max_tokens > room:
             params = params.model_copy(update={"max_tokens": room})
@@ -63,14 +91,15 @@ class LocalEngine(Engine):
             if self._grammars is None:
                 self._grammars = GrammarFactory(self.tokenizer, self.vocab_size)
             grammar = self._grammars.for_schema(request.schema)
-        return Row(prompt_len=prompt_len, params=params, grammar=grammar, generator=generator)
+        return Row(prompt_len=prompt_len, params=params, grammar=grammar, generator=generator,
+                   prompt=prompt)
 
     # -- decoding ------------------------------------------------------------------------------
     def _decode(self, requests: list[Request]) -> Iterator[list[str]]:
         """Yield the text deltas of every row after each step; return the completions."""
         started = time.perf_counter()
         prompts = [encode_prompt(self.tokenizer, r.prompt, self.context_len) for r in requests]
-        rows = [self._row(r, len(p)) for r, p in zip(requests, prompts, strict=True)]
+        rows = [self._row(r, p) for r, p in zip(requests, prompts, strict=True)]
         trackers = [TextTracker(self.tokenizer, r.params.stop) for r in rows]
         steps = decode_stream(self.model, prompts, rows, eos_ids=self.eos_ids, pad_id=self.pad_id,
                               observers=self.observers, step=self.step)
@@ -101,37 +130,79 @@ class LocalEngine(Engine):
                                       completion_tokens=len(row.tokens)),
                           elapsed_s=elapsed, logprobs=logprobs)
 
-    def _run(self, requests: list[Request]) -> list[Completion]:
-        with self._lock:
+    def _alone(self, requests: list[Request], on_delta=None,
+               stop: threading.Event | None = None) -> Future:
+        """One caller's requests as their own batch (draft heads, observers), run between two
+        steps of the shared batch; ``on_delta`` gets row 0's text; ``stop`` ends it early."""
+
+        def work() -> list[Completion]:
             steps = self._decode(requests)
             while True:
                 try:
-                    next(steps)
+                    deltas = next(steps)
                 except StopIteration as done:
                     return done.value
+                if on_delta is not None and deltas[0]:
+                    on_delta(deltas[0])
+                if stop is not None and stop.is_set():
+                    steps.close()
+                    return []
+
+        return self._scheduler.exclusive(work)
+
+    def _run(self, requests: list[Request]) -> list[Completion]:
+        if not self.batched:
+            return self._alone(requests).result()
+        jobs = [self._job(r) for r in requests]  # prompt errors raise before anything runs
+        futures = [self._scheduler.submit(job) for job in jobs]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            for job in jobs:
+                job.cancel()
+            raise
+
+    async def _complete(self, request: Request) -> Completion:
+        if not self.batched:
+            return (await asyncio.wrap_future(self._alone([request])))[0]
+        job = self._job(request)
+        try:
+            return await asyncio.wrap_future(self._scheduler.submit(job))
+        except asyncio.CancelledError:
+            job.cancel()  # the caller went away: its sequence leaves the batch
+            raise
 
     async def _stream(self, request: Request) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
 
-        def worker() -> None:
-            try:
-                with self._lock:
-                    for deltas in self._decode([request]):
-                        if deltas[0]:
-                            loop.call_soon_threadsafe(queue.put_nowait, deltas[0])
-                loop.call_soon_threadsafe(queue.put_nowait, None)
-            except BaseException as exc:  # re-raised in the consumer
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
+        def put(item: str | None) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        thread = threading.Thread(target=worker, daemon=True, name="manyheads-local-stream")
-        thread.start()
-        while (item := await queue.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        job, stop = None, threading.Event()
+        if self.batched:
+            job = self._job(request, on_delta=put)
+            future = self._scheduler.submit(job)
+        else:
+            future = self._alone([request], on_delta=put, stop=stop)
+        future.add_done_callback(lambda _: put(None))  # after every delta of this request
+        try:
+            while (item := await queue.get()) is not None:
+                yield item
+            result = future.result()
+            completion = result if isinstance(result, Completion) else result[0]
+            self._streamed[id(request)] = completion
+        finally:
+            stop.set()
+            if job is not None:
+                job.cancel()  # a consumer that stops early takes its sequence out of the batch
+
+    def _stream_completion(self, request: Request) -> Completion | None:
+        return self._streamed.pop(id(request), None)
 
     def close(self) -> None:
+        """Fail whatever is still queued or running; safe to call twice."""
+        self._scheduler.close()
         self.observers.clear()
 
 

@@ -7,8 +7,8 @@ accepted tree positions (a gather along the sequence axis: the kept keys/values 
 the right positions, attending to exactly their ancestors, so they equal a sequential feed).
 
 Batch size 1 only: rows of a padded batch would accept different numbers of tokens and leave
-ragged caches. Larger batches, grammar-constrained rows and batches with observers (they expect
-one pass per token) fall back to ``vanilla_step``.
+ragged caches. Larger batches, grammar-constrained rows, rows with repetition penalties and
+batches with observers (they expect one pass per token) fall back to ``vanilla_step``.
 """
 
 from __future__ import annotations
@@ -120,8 +120,8 @@ class MedusaStep:
     # -- the step ------------------------------------------------------------------------------
     def __call__(self, batch: Batch) -> list[list[int]]:
         if len(batch.rows) != 1 or batch.observers or batch.rows[0].grammar is not None \
-                or batch.last_hidden is None:
-            return vanilla_step(batch)
+                or batch.rows[0].params.penalized or batch.last_hidden is None:
+            return vanilla_step(batch)  # tree verification reads unpenalised logits
         row = batch.rows[0]
         pending = self._pending(batch)
         if pending is not None:
