@@ -292,8 +292,8 @@ def test_db_commands(db_url: str) -> None:
         assert result.exit_code == 0, result.output
         return result.output
 
-    assert "schema at revision 0002" in db("upgrade")
-    assert "current: 0002" in db("current")
+    assert "schema at revision 0003" in db("upgrade")
+    assert "current: 0003" in db("current")
     with Store.open(db_url) as store:
         session_id = _debate(store)
     assert session_id in db("sessions", "--room", "debate")

@@ -103,8 +103,19 @@ def room(
         "--set", help="room setting as key=value (JSON value), e.g. --set max_rounds=1")] = None,
     dataset: Annotated[str | None, typer.Option(
         "--name", help="dataset name in the store (default: <room>-<out folder name>)")] = None,
+    executor: Annotated[str, typer.Option(
+        help="local: this process, one engine | ray: Ray actors, one engine each")] = "local",
+    ray_address: Annotated[str | None, typer.Option(
+        help="a Ray cluster's head (host:port); default: start one on this machine")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Ray workers (one engine each)")] = 2,
+    gpus_per_worker: Annotated[float, typer.Option(min=0, help="GPUs per Ray worker")] = 0,
+    lease_s: Annotated[float, typer.Option(
+        min=1, help="Ray: seconds a dead worker's item stays leased before another takes it")]
+    = 120.0,
 ) -> None:
     """One stored session per prompt through any chat room; rerun to resume after a kill."""
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"unknown --executor {executor!r}: choose local or ray")
     from manyheads.models import make_engine
     from manyheads.orchestration.conversation import ChatOptions
     from manyheads.orchestration.harness.generate import export, generate_chat, load_prompts
@@ -117,6 +128,11 @@ def room(
     options = ChatOptions(verify=verify, config=parse_settings(setting or []))
     chosen.config(**options.config)  # a bad setting fails here, before the engine starts
     dataset = dataset or f"{name}-{out.resolve().name}"
+    if executor == "ray":
+        on_ray(chosen, texts, out=out, dataset=dataset, options=options, engine=engine,
+               model=model, address=ray_address, workers=workers, gpus=gpus_per_worker,
+               lease_s=lease_s)
+        return
     with make_engine(engine, model) as llm, Store.open() as store:
         columns = (TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn())
@@ -128,6 +144,43 @@ def room(
         result = export(store, dataset, out)
     console.print(f"{counts['generated']} generated, {counts['skipped']} already stored; "
                   f"wrote {', '.join(result['formats'])} to {out}")
+    typer.echo(json.dumps(result["metrics"]))
+
+
+def on_ray(room, texts: list[str], *, out: Path, dataset: str, options, engine: str | None,
+           model: str | None, address: str | None, workers: int, gpus: float,
+           lease_s: float) -> None:
+    """``generate room --executor ray``: one bar for the whole cluster, a line per worker."""
+    from manyheads.orchestration.harness.generate import export
+    from manyheads.orchestration.harness.ray_executor import generate_on_ray
+    from manyheads.storage.store import Store
+
+    columns = (TextColumn(f"[bold]{room.name}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("sessions", total=len(texts), detail="starting workers")
+        start: dict[str, int] = {}
+
+        def show(state, elapsed: float) -> None:
+            rate = (state.done - start.setdefault("done", state.done)) / elapsed * 3600
+            progress.update(task, completed=state.done, detail=(
+                f"failed {state.failed} · in flight {state.in_flight} · {rate:.0f} dialogues/h"))
+
+        counts = generate_on_ray(room, texts, name=dataset, options=options, engine=engine,
+                                 model=model, address=address, workers=workers,
+                                 gpus_per_worker=gpus, lease_s=lease_s, on_progress=show)
+    for tally in sorted(counts["tallies"], key=lambda t: t["worker"]):
+        rate = tally["done"] / tally["busy_s"] * 3600 if tally["busy_s"] else 0.0
+        console.print(f"  {tally['worker']}: {counts['workers'].get(tally['worker'], 0)} done in "
+                      f"all, {tally['done']} this run ({rate:.0f}/h busy), "
+                      f"{tally['failed']} failed, {tally['lost_leases']} lost leases"
+                      + (", restarted" if tally.get("restarted") else ""))
+    for error in counts["errors"]:
+        console.print(f"  [red]{error}")
+    with Store.open() as store:
+        result = export(store, dataset, out)
+    console.print(f"{counts['generated']} generated, {counts['skipped']} already stored, "
+                  f"{counts['failed']} failed; wrote {', '.join(result['formats'])} to {out}")
     typer.echo(json.dumps(result["metrics"]))
 
 

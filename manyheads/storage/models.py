@@ -242,3 +242,41 @@ class EvalRun(Base):
     room: Mapped[str] = mapped_column(String(100), index=True)
     metrics: Mapped[dict[str, Any]] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WorkStatus(StrEnum):
+    PENDING = "pending"
+    LEASED = "leased"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class WorkItem(Base):
+    """One dataset item's place in the work ledger of a (possibly distributed) generation job.
+
+    A worker claims a ``pending`` item, or a ``leased`` one whose lease expired (its worker
+    died), by setting ``lease_owner`` and ``lease_expires_at``; it marks the item ``done`` in
+    the same transaction that stores the dataset row, and only while it still holds the lease.
+    ``worker`` names who finished it (the per-worker tally); ``session_id`` is the session the
+    latest attempt writes into, deleted by whoever takes the item over.
+    """
+
+    __tablename__ = "work_items"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "key", name="uq_work_items_dataset_key"),
+        CheckConstraint(_check_in("status", WorkStatus), name="ck_work_items_status"),
+        Index("ix_work_items_dataset_status", "dataset_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(64))
+    input: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=WorkStatus.PENDING.value)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column()
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    session_id: Mapped[str | None] = mapped_column(String(36))
+    error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -29,6 +29,7 @@ from manyheads.ui.runner import Turn
 ENGINES = {"local": "embedded local (PyTorch)", "vllm": "vLLM (in process)",
            "openai": "OpenAI-compatible URL"}
 NEW = "new"
+FIRST_ROOM = "demo"  # what a newcomer sees first
 EMBEDDED_NOTE = (
     "The embedded model is SmolLM2-135M-Instruct: small enough for any CPU, good for trying "
     "the rooms, weak at answering. For real answers choose *OpenAI-compatible URL* with a "
@@ -202,7 +203,9 @@ def main() -> None:
         return
     with st.sidebar:
         st.header("manyheads")
-        name = st.selectbox("Room", list(available), key="room")
+        names = list(available)
+        name = st.selectbox("Room", names, key="room",
+                            index=names.index(FIRST_ROOM) if FIRST_ROOM in names else 0)
         room = available[name]
         st.caption(room.description)
         kind = st.selectbox("Engine", list(ENGINES), format_func=ENGINES.get, key="engine")
