@@ -63,6 +63,7 @@ def test_a_turn_killed_mid_way_resumes_with_every_message_once(room, db_url, loc
                                                              tmp_path):
     config = tiny(room, tmp_path)
     message = get_room(room).example
+    Store.open(db_url).close()  # the schema first: the worker and this test then only read it
     worker = subprocess.Popen([sys.executable, str(WORKER), db_url, room, message,
                                json.dumps(config)], stdout=subprocess.PIPE, text=True)
     try:

@@ -94,6 +94,12 @@ def ensure_current(engine: Engine, url: URL) -> None:
     if empty:
         _migrate(engine, url, lambda config: command.upgrade(config, "head"))
         return
+    if current is None and url.get_backend_name() == "postgresql":
+        # Another program may be migrating this database right now (a migration commits in
+        # steps): wait for its lock, then look again.
+        current = _after_migrations(engine, url)
+        if current == head:
+            return
     if current is None:
         raise StorageError(
             f"{where(url)} has manyheads tables but no schema revision",
@@ -131,6 +137,13 @@ def _migrate(engine: Engine, url: URL, action: _Action) -> None:
             action(alembic_config(conn))
         except CommandError as exc:
             raise StorageError(f"migration failed on {where(url)}: {exc}") from None
+
+
+def _after_migrations(engine: Engine, url: URL) -> str | None:
+    """The revision once no other program holds the migration lock (PostgreSQL)."""
+    with translating(url), engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+        return _current(conn)
 
 
 def _current(conn: Connection) -> str | None:
