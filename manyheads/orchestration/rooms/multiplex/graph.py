@@ -290,7 +290,11 @@ def synthesize(state: MultiplexState, runtime: Runtime) -> dict:
             "Key points from the panel:\n" + "\n".join(lines)
     body = text.strip() or NO_ANSWER
     sources = named_members(body, panel)
-    return {"synthesis": body, "sources": sources, "final": body, "speaker": SYNTHESIZER}
+    final = body
+    if not sources:  # no member named and no whole sentence to quote: say whose answers it had
+        sources = [a["name"] for a in heard]
+        final = f"{body}\n\nPerspectives drawn on: {', '.join(sources)}." if sources else body
+    return {"synthesis": body, "sources": sources, "final": final, "speaker": SYNTHESIZER}
 
 
 def conclude(state: MultiplexState, runtime: Runtime) -> dict:
