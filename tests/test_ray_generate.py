@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import ray
 from sqlalchemy import create_engine, make_url, select, text
 
 from manyheads.errors import EngineError
@@ -27,8 +28,6 @@ from manyheads.orchestration.harness.generate import export, generate_chat
 from manyheads.orchestration.registry import get_room
 from manyheads.storage import Store, ledger
 from manyheads.storage.models import Dataset, DatasetItem, WorkItem
-
-ray = pytest.importorskip("ray")
 
 SETTINGS = {"turns": 1, "max_tokens": 12}
 OPTIONS = ChatOptions(config=SETTINGS)
