@@ -19,6 +19,7 @@ from functools import cache
 from typing import Annotated, Any, Generic, TypedDict, TypeVar
 
 from langgraph.config import get_stream_writer
+from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
@@ -143,6 +144,21 @@ def utter(ctx: RoomContext, agent: Agent, turns: list[Turn], instruction: str | 
         cleaned = again if not again.echoed else cleaned
     meta = {**fields.pop("meta", {}), **cleaned.meta()}
     return say(agent.name, cleaned.text, meta=meta, **fields)
+
+
+def run_alone(graph: StateGraph, request: str, context: RoomContext,
+              on_said: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """One turn of a room without a session or store (evaluation, benchmarks); ``on_said``
+    gets each ``said`` entry as it is spoken. Returns the final state."""
+    state: dict[str, Any] = {}
+    seen = 0
+    for state in graph.compile().stream({"request": request, "turn": 0, "history": []},
+                                        context=context, stream_mode="values"):
+        for entry in state.get("said", [])[seen:]:
+            if on_said is not None:
+                on_said(entry)
+        seen = len(state.get("said", []))
+    return state
 
 
 def delta_sink(speaker: str) -> Callable[[str], None]:

@@ -39,6 +39,7 @@ from manyheads.orchestration.room import (
     RoomContext,
     RoomState,
     context_of,
+    run_alone,
     say,
     status,
     with_earlier,
@@ -350,15 +351,8 @@ def ask(engine: Engine, question: str, config: MultiplexConfig | None = None, *,
     """Run the room on one question without a session (evaluation: no PDS here, the caller
     measures it); ``on_event`` gets each ``said`` entry as it is spoken."""
     config = (config or MultiplexConfig()).model_copy(update={"measure": False})
-    context = RoomContext(engine=engine, config=config)
-    state: dict[str, Any] = {}
-    seen = 0
-    for state in build_graph().compile().stream({"request": question, "turn": 0, "history": []},
-                                                context=context, stream_mode="values"):
-        for entry in state.get("said", [])[seen:]:
-            if on_event is not None:
-                on_event(entry)
-        seen = len(state.get("said", []))
+    state = run_alone(build_graph(), question, RoomContext(engine=engine, config=config),
+                      on_event)
     return MultiplexResult(mode=config.mode, final=state["final"], synthesis=state["synthesis"],
                            speaker=state["speaker"], sources=state["sources"],
                            transcript=state["said"])

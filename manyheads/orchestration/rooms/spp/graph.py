@@ -36,6 +36,7 @@ from manyheads.orchestration.room import (
     RoomContext,
     RoomState,
     context_of,
+    run_alone,
     say,
     status,
     with_earlier,
@@ -348,16 +349,8 @@ def solve(engine: Engine, task: str, config: SppConfig | None = None, *,
           on_event: Callable[[dict[str, Any]], None] | None = None) -> SppResult:
     """Run the room on one task without a session (evaluation); ``on_event`` gets each
     ``said`` entry as it is spoken."""
-    graph = build_graph().compile()
     context = RoomContext(engine=engine, config=config or SppConfig(), verifier=verifier)
-    state: dict[str, Any] = {}
-    seen = 0
-    for state in graph.stream({"request": task, "turn": 0, "history": []}, context=context,
-                              stream_mode="values"):
-        for entry in state.get("said", [])[seen:]:
-            if on_event is not None:
-                on_event(entry)
-        seen = len(state.get("said", []))
+    state = run_alone(build_graph(), task, context, on_event)
     said = state["said"]
     return SppResult(final=state["final"], personas=state["personas"],
                      transcript=[Turn(speaker=e["speaker"], content=e["content"]) for e in said],
