@@ -183,7 +183,7 @@ def test_vllm_export_names_and_shapes(tmp_path):
 @pytest.fixture(scope="module")
 def engine():
     torch.set_num_threads(1)  # steadier than 2 on a CPU shared with other work
-    return LocalEngine()
+    return LocalEngine(decoder="vanilla")
 
 
 PROMPTS = ["Write a haiku about morning coffee.",

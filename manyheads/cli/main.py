@@ -108,10 +108,14 @@ def demo(engine: EngineOpt = None, model: ModelOpt = None,
          resume: Annotated[str | None, typer.Option(help="finish a session's interrupted turn, "
                                                          "by session id")] = None,
          config: Annotated[list[str] | None, typer.Option(
-             "--set", help="room config override, KEY=VALUE (repeatable)")] = None) -> None:
+             "--set", help="room config override, KEY=VALUE (repeatable)")] = None,
+         decoder: Annotated[str | None, typer.Option(
+             help="local engine decode step: draft, vanilla, medusa or hydra "
+                  "(default: MANYHEADS_DECODER, else the fastest measured)")] = None) -> None:
     """Run every room once on its example (or one room), printing and storing the transcripts."""
     from manyheads.cli.generate import parse_settings
     from manyheads.models import make_engine
+    from manyheads.models.local.decoders import label as decoder_label
     from manyheads.orchestration.conversation import ChatOptions
     from manyheads.orchestration.registry import get_room, room_errors, rooms
     from manyheads.storage import Store
@@ -124,8 +128,11 @@ def demo(engine: EngineOpt = None, model: ModelOpt = None,
             room = store.get_session(resume).room
     chosen = list(rooms().values()) if room == "all" else [get_room(room)]
     with Store.open() as store:
+        settings = get_settings(**({"decoder": decoder} if decoder else {}))
         with console.status("starting the engine..."):
-            llm = make_engine(engine, model)
+            llm = make_engine(engine, model, settings=settings)
+        if llm.name == "local":
+            console.print(f"[dim]decoder {decoder_label(settings.decoder)}[/]")
         with llm:
             for each in chosen:
                 console.rule(f"[bold]{each.name}[/]: {each.description}")

@@ -18,7 +18,7 @@ def make_engine(engine: str | None = None, model: str | None = None,
     if name == "local":
         from manyheads.models.local.engine import LocalEngine
 
-        return LocalEngine(model, **options)
+        return LocalEngine(model, **{"decoder": settings.decoder, **options})
     if name == "vllm":
         from manyheads.models.vllm_engine import VLLMEngine
 

@@ -18,6 +18,8 @@ import streamlit as st
 from manyheads.errors import ManyheadsError
 from manyheads.models import Engine, make_engine
 from manyheads.models.engine import Tally
+from manyheads.models.local.decoders import DECODERS
+from manyheads.models.local.decoders import label as decoder_label
 from manyheads.orchestration.contract import Room
 from manyheads.orchestration.conversation import ChatOptions
 from manyheads.orchestration.registry import discover
@@ -38,15 +40,11 @@ EMBEDDED_NOTE = (
 
 
 @st.cache_resource(show_spinner="starting the engine...")
-def load_engine(kind: str, model: str, base_url: str, medusa: bool) -> Engine:
+def load_engine(kind: str, model: str, base_url: str, decoder: str) -> Engine:
     """One engine per choice, shared by every browser session of this process."""
     settings = get_settings(base_url=base_url) if base_url else get_settings()
-    llm = make_engine(kind, model, settings=settings)
-    if medusa:
-        from manyheads.models.medusa.step import enable_medusa
-
-        llm.medusa = enable_medusa(llm)
-    return llm
+    options = {"decoder": decoder} if kind == "local" else {}
+    return make_engine(kind, model, settings=settings, **options)
 
 
 @st.cache_resource
@@ -130,8 +128,9 @@ def history(store: Store, session_id: str, observer: bool) -> None:
 def run_turn(llm: Engine, store: Store, room: Room, session_id: str | None, text: str,
              options: ChatOptions, observer: bool) -> None:
     """Send one message, draw the room's replies as they come, then show decoding stats."""
-    medusa = getattr(llm, "medusa", None)
-    before = (medusa.steps, medusa.tokens) if medusa else (0, 0)
+    drafting = getattr(llm, "step", None)  # a local DraftStep or MedusaStep keeps counts
+    drafting = drafting if hasattr(drafting, "steps") else None
+    before = (drafting.steps, drafting.tokens) if drafting else (0, 0)
     tally = dataclasses.replace(llm.tally)
     started = time.perf_counter()
     turn = Turn(lambda listener: room.converse(llm, store, session_id, text,
@@ -162,8 +161,8 @@ def run_turn(llm: Engine, store: Store, room: Room, session_id: str | None, text
             if hint:
                 st.caption(hint)
     stats = turn_stats(tally, llm.tally, time.perf_counter() - started)
-    if medusa:
-        steps, made = medusa.steps - before[0], medusa.tokens - before[1]
+    if drafting:
+        steps, made = drafting.steps - before[0], drafting.tokens - before[1]
         stats["accepted tokens per step"] = round(made / steps, 2) if steps else None
     st.session_state["last_stats"] = stats
     if turn.result is not None:
@@ -214,8 +213,11 @@ def main() -> None:
             st.caption(EMBEDDED_NOTE)
         base_url = st.text_input("Server URL", value=settings.base_url,
                                  key="base_url") if kind == "openai" else ""
-        medusa = st.toggle("Medusa heads", key="medusa", disabled=kind != "local",
-                           help="tree decoding with the shipped draft heads (local engine)")
+        decoder = st.selectbox("Decoder", list(DECODERS), format_func=decoder_label,
+                               key="decoder", disabled=kind != "local",
+                               index=list(DECODERS).index(settings.decoder),
+                               help="how the local engine decodes; the speed-ups were measured "
+                                    "by bench/medusa.py on this machine, output is identical")
         verify = st.toggle("Step verification", key="verify",
                            help="score reasoning steps with the shipped uncertainty head")
         observer = st.toggle("Observer view", key="observer",
@@ -233,7 +235,7 @@ def main() -> None:
         decoding_stats()
         return
     try:
-        llm = load_engine(kind, model, base_url, medusa and kind == "local")
+        llm = load_engine(kind, model, base_url, decoder)
     except ManyheadsError as exc:
         st.error(str(exc))
         return

@@ -34,7 +34,15 @@ import torch
 from transformers import DynamicCache
 
 from manyheads.errors import EngineError
-from manyheads.models.local.decode import Batch, Row, accept, left_pad, positions, vanilla_step
+from manyheads.models.local.decode import (
+    Batch,
+    Row,
+    StepFn,
+    accept,
+    left_pad,
+    positions,
+    vanilla_step,
+)
 from manyheads.models.local.text import TextTracker
 from manyheads.models.types import Completion
 
@@ -138,6 +146,7 @@ class Scheduler:
         self.complete = complete
         self.stats = stats
         self.max_batch = max_batch
+        self.step: StepFn = vanilla_step  # the engine sets it to its decoder when that can batch
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._waiting: collections.deque[Job] = collections.deque()
         self._seqs: list[Job] = []  # one per batch row, same order
@@ -273,7 +282,7 @@ class Scheduler:
         self.stats.decode_steps += 1
         self.stats.step_rows += size
         self.stats.max_batch_size = max(self.stats.max_batch_size, size)
-        proposed = vanilla_step(batch)
+        proposed = self.step(batch)
         finished = []
         for i, (seq, tokens) in enumerate(zip(self._seqs, proposed, strict=True)):
             new = accept(batch, i, tokens)

@@ -34,7 +34,9 @@ class Grammar(Protocol):
     """A per-request token constraint (an xgrammar matcher in practice)."""
 
     def mask(self, logits: torch.Tensor) -> None: ...  # logits: [V], masked in place
-    def accept(self, token: int) -> None: ...
+    def accept(self, token: int) -> bool: ...
+    def rollback(self, tokens: int) -> None: ...
+    def forced(self) -> str: ...  # the text the grammar allows next and nothing else
     def done(self) -> bool: ...
 
 
@@ -45,11 +47,13 @@ class Row:
     prompt_len: int
     params: SamplingParams
     grammar: Grammar | None = None
-    generator: torch.Generator | None = None
+    generator: torch.Generator | None = None  # Medusa's rejection sampling draws from it
+    seed: int = 0  # sampled rows: token t is ``draw(probs, seed, t)``
     tokens: list[int] = field(default_factory=list)
     logprobs: list[tuple[int, float, dict[int, float]]] = field(default_factory=list)
     finish_reason: str | None = None
     prompt: list[int] = field(default_factory=list)  # prompt ids, for the repetition penalty
+    pending: int | None = None  # next token, already drawn by a speculative step's residual
 
 
 @dataclass
@@ -132,9 +136,9 @@ def logits_to_probs(logits: torch.Tensor, temperature: float, top_p: float) -> t
     return probs
 
 
-def choose_token(row: Row, logits: torch.Tensor) -> int:
-    """Pick the next token of one row from its logits [V] (penalised, then constrained by its
-    grammar). The one place where repetition control touches the decode loop."""
+def constrain(row: Row, logits: torch.Tensor) -> torch.Tensor:
+    """Logits [V] of one row penalised, then masked by its grammar (a new tensor when changed).
+    The one place where repetition control and constraints touch the decode loop."""
     raw = logits
     logits = apply_penalties(logits, row.prompt, row.tokens, row.params)
     if row.grammar is not None:
@@ -145,10 +149,35 @@ def choose_token(row: Row, logits: torch.Tensor) -> int:
                                      row.params.model_copy(update={"no_repeat_ngram_size": 0}))
             logits = logits.clone() if logits is raw else logits
             row.grammar.mask(logits)
+    return logits
+
+
+def draw(probs: torch.Tensor, seed: int, position: int) -> int:
+    """Sample from ``probs`` [V] with a uniform number fixed by (seed, position).
+
+    The token at a position depends on nothing but the row's seed and its context, not on how
+    many random numbers were used before: a seeded row gives the same text alone or in a batch,
+    and a drafted token can be checked by exact match, as in greedy decoding.
+    """
+    gen = torch.Generator().manual_seed((seed * 1_000_003 + position) % (2**63 - 1))
+    u = float(torch.rand((), generator=gen, dtype=torch.float64))
+    cdf = probs.double().cumsum(0)  # [V]
+    token = int(torch.searchsorted(cdf, torch.tensor([u * float(cdf[-1])], dtype=torch.float64),
+                                   right=True))
+    return min(token, probs.shape[0] - 1)
+
+
+def choose_token(row: Row, logits: torch.Tensor) -> int:
+    """Pick the next token of one row from its logits [V]: a token already drawn, the argmax,
+    or a sample, after ``constrain``."""
+    if row.pending is not None:
+        token, row.pending = row.pending, None
+        return token
+    logits = constrain(row, logits)
     if row.params.greedy:
         return int(torch.argmax(logits))
     probs = logits_to_probs(logits, row.params.temperature, row.params.top_p)
-    return int(torch.multinomial(probs, 1, generator=row.generator))
+    return draw(probs, row.seed, len(row.tokens))
 
 
 def record_logprob(row: Row, logits: torch.Tensor, token: int) -> None:

@@ -25,7 +25,9 @@ from manyheads.models.embedded import resolve_model
 from manyheads.models.engine import Engine, Request, encode_prompt
 from manyheads.models.local.batching import Job, Scheduler
 from manyheads.models.local.decode import Observer, Row, StepFn, decode_stream, vanilla_step
+from manyheads.models.local.decoders import DecoderName, make_step
 from manyheads.models.local.grammar import GrammarFactory
+from manyheads.models.local.speculate import DraftStep
 from manyheads.models.local.text import TextTracker
 from manyheads.models.types import Completion, TokenLogprob, Usage
 
@@ -35,7 +37,7 @@ class LocalEngine(Engine):
 
     def __init__(self, model: str | Path | None = None, *, dtype: str = "float32",
                  attn_implementation: str = "sdpa", threads: int | None = None,
-                 max_batch: int = 32) -> None:
+                 max_batch: int = 32, decoder: DecoderName = "draft") -> None:
         if threads:
             torch.set_num_threads(threads)
         self.path = resolve_model(model)
@@ -52,18 +54,42 @@ class LocalEngine(Engine):
         if self.pad_id is None:
             self.pad_id = min(self.eos_ids)
         self.observers: list[Observer] = []
-        self.step: StepFn = vanilla_step
         self._grammars: GrammarFactory | None = None
         self._scheduler = Scheduler(self.model, eos_ids=self.eos_ids, pad_id=self.pad_id,
                                     complete=lambda job, elapsed: self._completion(
                                         job.row, job.tracker, elapsed),
                                     stats=self.tally, max_batch=max_batch)
         self._streamed: dict[int, Completion] = {}  # id(request) -> its completion, for traces
+        self.step = make_step(self, decoder)
+
+    @property
+    def step(self) -> StepFn:
+        """The decode step: ``vanilla_step``, a ``DraftStep`` or a ``MedusaStep``."""
+        return self._step
+
+    @step.setter
+    def step(self, step: StepFn) -> None:
+        self._step = step
+        # A DraftStep speculates for a batch of one and is a plain step otherwise, so it can
+        # drive the shared batch; Medusa trees run each caller's requests alone.
+        shares = step is vanilla_step or isinstance(step, DraftStep)
+        self._scheduler.step = step if shares else vanilla_step
 
     @property
     def batched(self) -> bool:
         """Requests join the shared batch unless draft heads or observers are attached."""
-        return self.step is vanilla_step and not self.observers
+        return self._scheduler.step is self._step and not self.observers
+
+    @property
+    def grammars(self) -> GrammarFactory:
+        """JSON-schema grammars for this tokenizer, compiled on first use."""
+        if self._grammars is None:
+            self._grammars = GrammarFactory(self.tokenizer, self.vocab_size)
+        return self._grammars
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` alone (no special tokens)."""
+        return self.tokenizer.encode(text, add_special_tokens=False)
 
     @property
     def in_flight(self) -> int:
@@ -81,17 +107,13 @@ class LocalEngine(Engine):
         room = self.context_len - prompt_len
         if params.max_tokens > room:
             params = params.model_copy(update={"max_tokens": room})
-        generator = None
-        if not params.greedy:
-            generator = torch.Generator()
-            generator.manual_seed(params.seed if params.seed is not None
-                                  else int(torch.randint(0, 2**31 - 1, ())))
+        seed = params.seed if params.seed is not None else int(torch.randint(0, 2**31 - 1, ()))
+        generator = None if params.greedy else torch.Generator().manual_seed(seed)
         grammar = None
         if request.schema is not None:
-            if self._grammars is None:
-                self._grammars = GrammarFactory(self.tokenizer, self.vocab_size)
-            grammar = self._grammars.for_schema(request.schema)
+            grammar = self.grammars.for_schema(request.schema)
         return Row(prompt_len=prompt_len, params=params, grammar=grammar, generator=generator,
+                   seed=seed,
                    prompt=prompt)
 
     # -- decoding ------------------------------------------------------------------------------

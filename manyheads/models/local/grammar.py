@@ -21,8 +21,18 @@ class JsonGrammar:
         self.matcher.fill_next_token_bitmask(self.bitmask)
         xgr.apply_token_bitmask_inplace(logits[None, :], self.bitmask)
 
-    def accept(self, token: int) -> None:
-        self.matcher.accept_token(token)
+    def accept(self, token: int) -> bool:
+        return self.matcher.accept_token(token)
+
+    def rollback(self, tokens: int) -> None:
+        """Undo the last ``tokens`` accepted (a speculative step checks drafts, then rewinds)."""
+        if tokens:
+            self.matcher.rollback(tokens)
+
+    def forced(self) -> str:
+        """The longest text every continuation allowed from here starts with (keys, quotes,
+        punctuation): a draft that needs no model."""
+        return self.matcher.find_jump_forward_string()
 
     def done(self) -> bool:
         return self.matcher.is_terminated()

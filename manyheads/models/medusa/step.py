@@ -113,22 +113,14 @@ class MedusaStep:
                     tokens[child] = top[row, tree.ranks[child]]
         return tokens
 
-    def _pending(self, batch: Batch) -> tuple[int, torch.Tensor] | None:
-        """A token drawn by rejection sampling last step: emitted now, it has no KV yet."""
-        return batch.__dict__.pop("_medusa_pending", None)
-
     # -- the step ------------------------------------------------------------------------------
     def __call__(self, batch: Batch) -> list[list[int]]:
         if len(batch.rows) != 1 or batch.observers or batch.rows[0].grammar is not None \
                 or batch.rows[0].params.penalized or batch.last_hidden is None:
             return vanilla_step(batch)  # tree verification reads unpenalised logits
         row = batch.rows[0]
-        pending = self._pending(batch)
-        if pending is not None:
-            root, root_logits = pending
-        else:
-            root_logits = batch.next_logits[0]
-            root = choose_token(row, root_logits)
+        root_logits = batch.next_logits[0]
+        root = choose_token(row, root_logits)  # or the residual draw of the last step
         record_logprob(row, root_logits, root)
         room = row.params.max_tokens - len(row.tokens) - 1
         if root in batch.eos_ids or room <= 0:
@@ -151,8 +143,7 @@ class MedusaStep:
         accepted = [int(t) for t in tokens[path]]
         for parent, token in zip(path[:-1], accepted[1:], strict=True):
             record_logprob(row, logits[parent], token)
-        if extra is not None:
-            batch.__dict__["_medusa_pending"] = (extra, logits[path[-1]])
+        row.pending = extra  # drawn from the residual after the last kept node: next root
         self.steps += 1
         self.tokens += len(accepted)
         return [accepted]

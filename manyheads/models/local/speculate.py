@@ -1,0 +1,209 @@
+"""Draft-and-verify decoding with drafts that cost no forward pass.
+
+Multi-agent text repeats itself: names, phrases of the last turn, the persona card, the JSON keys
+a schema forces. Two draft sources read that for free:
+
+* ``grammar``: the text a row's JSON grammar allows next and nothing else (jump-forward:
+  ``{"name": "``, closing quotes, enum tails), tokenized;
+* ``ngram``: prompt lookup, the tokens that followed the latest earlier occurrence of the last
+  few tokens, searched in the prompt (the session's transcript) and the output so far.
+
+One step: the row's own next token (the root), then the drafts after it, all fed in ONE forward
+pass; each draft is kept while it is exactly the token the row would have chosen there: the
+constrained argmax, or for a sampled row its draw at that position (``decode.draw`` fixes the
+random number by seed and position). Output is token-identical to ``vanilla_step``, greedy or
+sampled. The cache is cropped to what was kept. No draft: a plain one-token step, so a row
+without repetition pays only the lookup.
+
+Batches of more than one row and batches with observers take ``vanilla_step``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import torch
+
+from manyheads.models.local.decode import (
+    Batch,
+    Row,
+    choose_token,
+    decode_one,
+    forward,
+    record_logprob,
+    vanilla_step,
+)
+
+Encode = Callable[[str], list[int]]
+
+
+MAX_N, MIN_N = 4, 2  # n-gram orders tried, longest first
+
+# Cost of one forward pass over n new tokens relative to one token, embedded model after a
+# 256-token prefix on the 2-core CPU (``bench/verify_cost.py``). A longer chain is only worth it
+# when the tokens it is expected to add pay for this.
+PASS_COST: dict[int, float] = {1: 1.0, 2: 1.16, 4: 1.67, 8: 2.13, 16: 3.9}
+
+
+def pass_cost(n: int) -> float:
+    """``PASS_COST`` interpolated linearly for n tokens."""
+    known = sorted(PASS_COST)
+    if n >= known[-1]:
+        return PASS_COST[known[-1]] * n / known[-1]
+    lo = max(k for k in known if k <= n)
+    hi = min(k for k in known if k >= n)
+    if lo == hi:
+        return PASS_COST[lo]
+    return PASS_COST[lo] + (PASS_COST[hi] - PASS_COST[lo]) * (n - lo) / (hi - lo)
+
+
+def ngram_draft(context: Sequence[int], k: int, *, window: int = 4096) -> tuple[list[int], int]:
+    """Up to ``k`` tokens that followed the latest earlier match of the context's last n tokens
+    (n from ``MAX_N`` down to ``MIN_N``) in its last ``window`` tokens, and that n (0: none)."""
+    ctx = list(context[-window:])
+    size = len(ctx)
+    for n in range(min(MAX_N, size - 1), MIN_N - 1, -1):
+        tail = ctx[-n:]
+        first = tail[0]
+        for start in range(size - n - 1, -1, -1):  # latest match first; must not be the tail
+            if ctx[start] == first and ctx[start:start + n] == tail:
+                follow = ctx[start + n:start + n + k]
+                if follow:
+                    return follow, n
+    return [], 0
+
+
+class AcceptanceRate:
+    """How often an n-gram draft token is kept, per match order; decays toward ``prior`` so an
+    order that stopped drafting is tried again later."""
+
+    def __init__(self, prior: float = 0.5, memory: float = 0.95) -> None:
+        self.prior, self.memory = prior, memory
+        self.hits = dict.fromkeys(range(MIN_N, MAX_N + 1), prior)
+        self.tries = dict.fromkeys(range(MIN_N, MAX_N + 1), 1.0)
+
+    def rate(self, n: int) -> float:
+        return self.hits[n] / self.tries[n]
+
+    def update(self, n: int, proposed: int, kept: int) -> None:
+        """``kept`` of ``proposed`` drafts survived: that many hits, and one miss if cut."""
+        self.hits[n] = self.memory * self.hits[n] + (1 - self.memory) * self.prior + kept
+        self.tries[n] = self.memory * self.tries[n] + (1 - self.memory) + kept \
+            + (kept < proposed)
+
+
+def worth_drafting(rate: float, most: int, fixed: int) -> int:
+    """How many of ``most`` n-gram drafts maximise expected tokens per unit of pass cost, on
+    top of ``fixed`` drafts that are nearly sure (grammar text); 0 = none is worth its cost."""
+    def value(k: int) -> float:
+        expected = 1 + fixed + sum(rate ** i for i in range(1, k + 1))
+        return expected / pass_cost(1 + fixed + k)
+    return max(range(most + 1), key=value)
+
+
+class DraftStep:
+    """Callable ``StepFn``: grammar jump-forward and n-gram drafts, verified in one pass.
+
+    ``encode`` turns forced grammar text into token ids (the engine's tokenizer);
+    ``ngram_tokens`` bounds an n-gram draft (each extra verified token costs a little: see
+    ``bench/verify_cost.py``), ``forced_tokens`` a grammar draft (nearly always kept).
+    """
+
+    def __init__(self, encode: Encode, *, ngram_tokens: int = 4, forced_tokens: int = 16,
+                 ngram: bool = True, grammar: bool = True) -> None:
+        self.encode = encode
+        self.ngram_tokens = ngram_tokens if ngram else 0
+        self.forced_tokens = forced_tokens if grammar else 0
+        self.rates = AcceptanceRate()
+        self.steps = 0  # statistics, as ``MedusaStep`` keeps them: speculative steps taken,
+        self.tokens = 0  # the tokens they emitted (roots included),
+        self.proposed = {"grammar": 0, "ngram": 0}  # and each source's drafts
+        self.kept = {"grammar": 0, "ngram": 0}
+
+    def __call__(self, batch: Batch) -> list[list[int]]:
+        if len(batch.rows) != 1 or batch.observers:
+            return vanilla_step(batch)
+        row = batch.rows[0]
+        root_logits = batch.next_logits[0]
+        root = choose_token(row, root_logits)  # or the residual draw of the last step
+        record_logprob(row, root_logits, root)
+        room = row.params.max_tokens - len(row.tokens) - 1
+        drafts, sources, order = ([], [], 0) if root in batch.eos_ids or room <= 0 else \
+            self._draft(row, root, room)
+        if not drafts:
+            decode_one(batch, torch.tensor([root]))
+            return [[root]]
+        kept = self._verify(batch, row, [root, *drafts])
+        for source in sources[:len(kept) - 1]:
+            self.kept[source] += 1
+        if order:
+            fixed = sources.count("grammar")
+            self.rates.update(order, len(drafts) - fixed, max(0, len(kept) - 1 - fixed))
+        self.steps += 1
+        self.tokens += len(kept)
+        return [kept]
+
+    @property
+    def mean_accepted(self) -> float:
+        """Tokens per speculative step (the root included)."""
+        return self.tokens / self.steps if self.steps else 0.0
+
+    # -- drafts --------------------------------------------------------------------------------
+    def _draft(self, row: Row, root: int, room: int) -> tuple[list[int], list[str], int]:
+        """Draft tokens after ``root``, the source of each, and the n-gram order used."""
+        drafts: list[int] = []
+        grammar = row.grammar
+        if grammar is not None and self.forced_tokens:
+            if grammar.accept(root):
+                text = "" if grammar.done() else grammar.forced()
+                grammar.rollback(1)
+                drafts = self.encode(text)[:min(self.forced_tokens, room)] if text else []
+        sources = ["grammar"] * len(drafts)
+        want, order = min(self.ngram_tokens, room - len(drafts)), 0
+        if want > 0:
+            more, order = ngram_draft([*row.prompt, *row.tokens, root, *drafts], want)
+            more = more[:worth_drafting(self.rates.rate(order), len(more), len(drafts))] \
+                if order else []
+            order = order if more else 0
+            drafts += more
+            sources += ["ngram"] * len(more)
+        for source in sources:
+            self.proposed[source] += 1
+        return drafts, sources, order
+
+    # -- verification --------------------------------------------------------------------------
+    def _verify(self, batch: Batch, row: Row, chain: list[int]) -> list[int]:
+        """Feed ``chain`` = [root, drafts...] in one pass; keep the root and the drafts the row
+        would have produced itself; crop cache and mask to the kept tokens."""
+        prefix = batch.attention_mask.shape[1]
+        ones = torch.ones((1, len(chain)), dtype=batch.attention_mask.dtype)
+        batch.attention_mask = torch.cat([batch.attention_mask, ones], dim=1)
+        outputs = forward(batch, torch.tensor([chain]))  # logits: [1, K+1, V]
+        logits = outputs.logits[0].float()  # [K+1, V]
+        kept = [chain[0]]
+        grammar = row.grammar
+        advanced = 0  # tokens the grammar accepted here; rewound, as ``accept`` replays them
+        for i, draft in enumerate(chain[1:]):
+            if grammar is not None:
+                if not grammar.accept(kept[-1]):
+                    break
+                advanced += 1
+                if grammar.done():
+                    break
+            view = replace(row, tokens=[*row.tokens, *kept])  # the context at position i
+            if choose_token(view, logits[i]) != draft:
+                break
+            record_logprob(row, logits[i], draft)
+            kept.append(draft)
+            if draft in batch.eos_ids:
+                break
+        if grammar is not None:
+            grammar.rollback(advanced)
+        n = len(kept)
+        if n < len(chain):
+            batch.cache.crop(n - len(chain))  # drop the rejected drafts' keys and values
+        batch.attention_mask = batch.attention_mask[:, :prefix + n]
+        batch.next_logits = outputs.logits[:, n - 1, :].float()  # [1, V]
+        batch.last_hidden = outputs.hidden_states[-1][:, n - 1, :]  # [1, H]
+        return kept
