@@ -44,7 +44,7 @@ browser:
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
 test: lint browser
-	$(VENV)/bin/pytest -x -q
+	$(VENV)/bin/pytest -x -q --durations=30
 
 bench: install
 	$(PY) bench/engines.py

@@ -49,9 +49,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rooms", nargs="*", default=list(ROOMS))
     args = parser.parse_args()
-    engine = make_engine()
     rows: list[dict] = []
-    with tempfile.TemporaryDirectory() as tmp, Store.open(f"sqlite:///{tmp}/db.sqlite") as store:
+    with make_engine() as engine, tempfile.TemporaryDirectory() as tmp, \
+            Store.open(f"sqlite:///{tmp}/db.sqlite") as store:
         for name in track(args.rooms, description="recording room turns"):
             room = get_room(name)
             recorder = Recorder(engine, name)

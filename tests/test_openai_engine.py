@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
+import json
+import threading
+
 import openai
 import pytest
 
@@ -83,3 +87,51 @@ def test_manyheads_serve_hands_over_to_vllms_server():
     finally:
         server.terminate()
         server.wait(60)
+
+
+class StrictVendor(http.server.BaseHTTPRequestHandler):
+    """A strict OpenAI-style API on loopback (pure control flow, no model): it refuses vLLM's
+    extension fields the way OpenAI does and answers anything else."""
+
+    bodies: list[dict] = []
+
+    def do_POST(self):  # noqa: N802 - the http.server API
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.bodies.append(body)
+        if "repetition_penalty" in body or "vllm_xargs" in body:
+            status, reply = 400, {"error": {"message": "Unrecognized request argument supplied: "
+                                            "repetition_penalty", "type": "invalid_request_error"}}
+        else:
+            status, reply = 200, {
+                "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": "Fine."}}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
+        data = json.dumps(reply).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_strict_api_gets_only_standard_penalties():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StrictVendor)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        engine = OpenAIEngine(model="m", base_url=f"http://127.0.0.1:{server.server_port}/v1",
+                              max_retries=0)
+        params = SamplingParams(max_tokens=8, repetition_penalty=1.1, no_repeat_ngram_size=4,
+                                frequency_penalty=0.2)
+        with pytest.warns(UserWarning, match="refuses vLLM's sampling extensions"):
+            assert engine.chat([[{"role": "user", "content": "hi"}]], params)[0].text == "Fine."
+        assert engine.chat([[{"role": "user", "content": "again"}]], params)[0].text == "Fine."
+        first, retried, second = StrictVendor.bodies
+        assert "repetition_penalty" in first and first["vllm_xargs"]
+        assert "repetition_penalty" not in retried and retried["frequency_penalty"] == 0.2
+        assert "repetition_penalty" not in second  # remembered: no second refusal
+    finally:
+        server.shutdown()

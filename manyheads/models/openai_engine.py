@@ -7,6 +7,7 @@ after ``timeout_s``. Structured output is requested as ``response_format`` with 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -18,6 +19,9 @@ from manyheads.errors import EngineError, EngineUnavailableError
 from manyheads.models.engine import Engine, Request
 from manyheads.models.types import Completion, SamplingParams, TokenLogprob, Usage
 
+# Words of a 400 that refuses the extension fields (OpenAI: "Unrecognized request argument").
+EXTENSION_WORDS = ("repetition_penalty", "vllm_xargs", "unrecognized request argument")
+
 
 class OpenAIEngine(Engine):
     name = "openai"
@@ -26,6 +30,8 @@ class OpenAIEngine(Engine):
                  timeout_s: float = 120.0, max_retries: int = 3, concurrency: int = 8) -> None:
         self.model_name = model
         self.base_url = base_url
+        # vLLM's sampling extensions (repetition_penalty, vllm_xargs) until a server refuses them
+        self.extensions = True
         options = dict(base_url=base_url, api_key=api_key, timeout=timeout_s,
                        max_retries=max_retries)
         self.client = openai.OpenAI(**options)
@@ -55,16 +61,30 @@ class OpenAIEngine(Engine):
                 args["logprobs"] = params.logprobs
             if request.schema is not None:  # vLLM's extension for completions
                 args["extra_body"] = {"structured_outputs": {"json": request.schema}}
-        _add_penalties(args, params)
+        _add_penalties(args, params, self.extensions)
         return args
+
+    def _refused_extensions(self, exc: openai.BadRequestError) -> bool:
+        """A strict API (a vendor, not vLLM) refused our extension fields: drop them from now on
+        (the standard penalties still go) and say so once. Returns whether to retry."""
+        if not self.extensions or not any(k in str(exc).lower() for k in EXTENSION_WORDS):
+            return False
+        self.extensions = False
+        warnings.warn(f"{self.base_url} refuses vLLM's sampling extensions: repetition_penalty "
+                      "and no_repeat_ngram_size are not sent to it", stacklevel=3)
+        return True
 
     def _call(self, request: Request) -> Completion:
         started = time.perf_counter()
+        create = self.client.chat.completions.create if request.is_chat \
+            else self.client.completions.create
         with self._errors():
-            if request.is_chat:
-                response = self.client.chat.completions.create(**self._arguments(request))
-            else:
-                response = self.client.completions.create(**self._arguments(request))
+            try:
+                response = create(**self._arguments(request))
+            except openai.BadRequestError as exc:
+                if not self._refused_extensions(exc):
+                    raise
+                response = create(**self._arguments(request))
         choice = response.choices[0]
         text = choice.message.content if request.is_chat else choice.text
         usage = response.usage
@@ -86,11 +106,14 @@ class OpenAIEngine(Engine):
                     yield delta
 
     async def _deltas(self, client: openai.AsyncOpenAI, request: Request) -> AsyncIterator[str]:
-        if request.is_chat:
-            stream = await client.chat.completions.create(**self._arguments(request),
-                                                          stream=True)
-        else:
-            stream = await client.completions.create(**self._arguments(request), stream=True)
+        create = client.chat.completions.create if request.is_chat \
+            else client.completions.create
+        try:
+            stream = await create(**self._arguments(request), stream=True)
+        except openai.BadRequestError as exc:
+            if not self._refused_extensions(exc):
+                raise
+            stream = await create(**self._arguments(request), stream=True)
         async for chunk in stream:
             if not chunk.choices:
                 continue
@@ -107,18 +130,21 @@ class OpenAIEngine(Engine):
         self.client.close()
 
 
-def _add_penalties(args: dict[str, Any], params: SamplingParams) -> None:
-    """Repetition control, sent only when set (a strict vendor API rejects unknown fields).
+def _add_penalties(args: dict[str, Any], params: SamplingParams, extensions: bool) -> None:
+    """Repetition control, sent only when set.
 
     ``frequency_penalty``/``presence_penalty`` are standard OpenAI fields; ``repetition_penalty``
     is vLLM's extension; ``no_repeat_ngram_size`` travels in vLLM's ``vllm_xargs`` (honoured by
-    ``manyheads serve`` and by a vLLM server started with our ``NoRepeatNGram`` processor).
+    ``manyheads serve`` and by a vLLM server started with our ``NoRepeatNGram`` processor). The
+    extensions go only while ``extensions`` holds: a strict vendor API rejects unknown fields.
     """
     if params.frequency_penalty:
         args["frequency_penalty"] = params.frequency_penalty
     if params.presence_penalty:
         args["presence_penalty"] = params.presence_penalty
     extra: dict[str, Any] = {}
+    if not extensions:
+        return
     if params.repetition_penalty != 1.0:
         extra["repetition_penalty"] = params.repetition_penalty
     if params.no_repeat_ngram_size:

@@ -27,6 +27,7 @@ from manyheads.models.local.batching import Job, Scheduler
 from manyheads.models.local.decode import Observer, Row, StepFn, decode_stream, vanilla_step
 from manyheads.models.local.decoders import DecoderName, make_step
 from manyheads.models.local.grammar import GrammarFactory
+from manyheads.models.local.prepack import prepack_linears
 from manyheads.models.local.speculate import DraftStep
 from manyheads.models.local.text import TextTracker
 from manyheads.models.types import Completion, TokenLogprob, Usage
@@ -37,7 +38,8 @@ class LocalEngine(Engine):
 
     def __init__(self, model: str | Path | None = None, *, dtype: str = "float32",
                  attn_implementation: str = "sdpa", threads: int | None = None,
-                 max_batch: int = 32, decoder: DecoderName = "draft") -> None:
+                 max_batch: int = 32, decoder: DecoderName = "draft",
+                 prepack: bool = True) -> None:
         if threads:
             torch.set_num_threads(threads)
         self.path = resolve_model(model)
@@ -46,6 +48,8 @@ class LocalEngine(Engine):
         self.model = AutoModelForCausalLM.from_pretrained(
             self.path, dtype=getattr(torch, dtype), attn_implementation=attn_implementation)
         self.model.eval()
+        if prepack:
+            prepack_linears(self.model)
         config = self.model.config
         self.context_len = int(getattr(config, "max_position_embeddings", 2048))
         self.vocab_size = int(config.vocab_size)

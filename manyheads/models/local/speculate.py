@@ -40,10 +40,12 @@ Encode = Callable[[str], list[int]]
 
 MAX_N, MIN_N = 4, 2  # n-gram orders tried, longest first
 
-# Cost of one forward pass over n new tokens relative to one token, embedded model after a
-# 256-token prefix on the 2-core CPU (``bench/verify_cost.py``). A longer chain is only worth it
-# when the tokens it is expected to add pay for this.
-PASS_COST: dict[int, float] = {1: 1.0, 2: 1.16, 4: 1.67, 8: 2.13, 16: 3.9}
+# Cost of one forward pass over n new tokens relative to one token: the embedded model with
+# prepacked weights (``prepack.py``) after a 256-token prefix, 2 threads on the 2-core CPU, median
+# of 9 (measured as in ``bench/verify_cost.py``). A longer chain is only worth it when the tokens
+# it is expected to add pay for this.
+PASS_COST: dict[int, float] = {1: 1.0, 2: 1.15, 3: 1.08, 4: 1.06, 5: 1.06, 6: 1.11, 8: 1.2,
+                               12: 1.38, 16: 1.56}
 
 
 def pass_cost(n: int) -> float:
@@ -110,7 +112,7 @@ class DraftStep:
     ``bench/verify_cost.py``), ``forced_tokens`` a grammar draft (nearly always kept).
     """
 
-    def __init__(self, encode: Encode, *, ngram_tokens: int = 4, forced_tokens: int = 16,
+    def __init__(self, encode: Encode, *, ngram_tokens: int = 8, forced_tokens: int = 16,
                  ngram: bool = True, grammar: bool = True) -> None:
         self.encode = encode
         self.ngram_tokens = ngram_tokens if ngram else 0
