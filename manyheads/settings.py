@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     database_url: str | None = None
     request_timeout_s: float = 120.0
     max_retries: int = 3
+    # Utterance hygiene and the rooms' repetition control (``agents.hygiene.enabled``). Off
+    # (``MANYHEADS_HYGIENE=0``) only to measure what they do: ``bench/quality.py``.
+    hygiene: bool = True
+    # The local engine's decode step (``models/local/decoders.py``); the default is the fastest
+    # lossless one ``bench/medusa.py`` measured on the 2-core CPU.
+    decoder: Literal["draft", "vanilla", "medusa", "hydra"] = "draft"
 
     @field_validator("engine", mode="before")
     @classmethod

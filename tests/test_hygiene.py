@@ -50,10 +50,14 @@ def test_no_sentence_end_trims_even_when_the_model_stopped():
     assert clean("I agree with you. This involv", finish_reason="stop", **ADA).trimmed
 
 
-def test_cut_without_any_complete_sentence_is_kept_and_flagged():
+def test_a_fragment_cut_by_the_budget_is_no_reply_but_an_own_ending_is_kept():
+    # "It's not my", "I": what a reader must not see; the room samples once more instead.
     result = clean("I think that cars are", finish_reason="length", **ADA)
-    assert result.text == "I think that cars are"
-    assert not result.trimmed and "mid_sentence" in result.flags and not result.empty
+    assert result.empty and result.text == PLACEHOLDER and result.flags == ["fragment", "empty"]
+    looped = clean("Family, wise, family, family, family, family, family", **ADA)
+    assert looped.empty and "looped" in looped.flags
+    result = clean("Sure thing", finish_reason="stop", **ADA)  # the model ended it itself
+    assert result.text == "Sure thing" and result.flags == ["mid_sentence"] and not result.empty
 
 
 def test_number_at_the_cut_is_not_a_sentence_end():
@@ -184,3 +188,46 @@ def test_dataset_quality_counts_flags_cut_sentences_and_repeats():
     assert result["repeated_sentence_rate"] > 0  # the dialogue says one sentence twice
     assert 0 < result["distinct_1"] < 1 and 0 < result["distinct_2"] < 1
     assert quality([]) == {"utterances": 0}
+
+
+# -- the switch (MANYHEADS_HYGIENE): "before" in bench/quality.py -------------------------------
+RAW = "Ada: Dear Basil, we should cook. We should cook. We should cook. It's not my"
+
+
+def test_switch_off_repairs_nothing_and_only_flags(monkeypatch):
+    on = clean(RAW, **ADA, finish_reason="length")
+    assert on.text == "we should cook." and {"stripped_prefix", "looped"} <= set(on.flags)
+    monkeypatch.setenv("MANYHEADS_HYGIENE", "0")
+    off = clean(RAW, **ADA, finish_reason="length")
+    assert off.text == RAW and off.flags == ["mid_sentence"]
+    instruction = "Reply to Basil's last message, staying on cooking."
+    echo = clean(instruction, **ADA, instruction=instruction)
+    assert echo.echoed and echo.text == instruction  # flagged, kept: measured, not repaired
+    assert clean("  ", **ADA).meta() == {"hygiene": ["empty"]}
+
+
+def test_switch_off_drops_the_rooms_repetition_control(monkeypatch):
+    from manyheads.orchestration.room import SPEECH_PENALTIES, speech_params
+
+    on = speech_params(max_tokens=32)
+    assert on.penalized and on.max_tokens == 32
+    assert on.model_dump(include=set(SPEECH_PENALTIES)) == SPEECH_PENALTIES
+    monkeypatch.setenv("MANYHEADS_HYGIENE", "0")
+    assert not speech_params(max_tokens=32).penalized
+
+
+def test_sentences_said_before_in_the_dialogue_are_dropped():
+    # What Basil really wrote after Ada on the embedded model, greedy and without penalties.
+    ada = ("Bella, welcome to my little corner of the world. I'm glad you're interested in "
+           "keeping a small vegetable garden on a balcony.")
+    basil = ("I'm glad you're interested in keeping a small vegetable garden on a balcony. "
+             "Start with herbs.\nHerbs need sun. Start with herbs.")
+    cleaned = clean(basil, speaker="Basil", others=["Ada"], earlier=[ada])
+    assert cleaned.text == "Start with herbs.\nHerbs need sun." and "repeated" in cleaned.flags
+    parrot = clean(ada, speaker="Basil", others=["Ada"], earlier=[ada])
+    assert parrot.empty and parrot.flags == ["repeated", "empty"]
+
+
+def test_other_scripts_end_sentences_too():
+    assert sentences("यह अच्छा है। और यह भी।") == ["यह अच्छा है।", "और यह भी।"]
+    assert not mid_sentence("هل هذا صحيح؟") and mid_sentence("यह अच्छा")

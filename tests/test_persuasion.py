@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from manyheads.agents import Turn
+from manyheads.agents.hygiene import PLACEHOLDER
 from manyheads.errors import ConfigError
 from manyheads.models.engine import Engine
 from manyheads.models.types import Completion
@@ -70,21 +71,24 @@ class RecordingEngine(Engine):
 
 
 class FakeScriptEngine(Engine):
-    """Canned answers by schema, for control flow only; ``garble`` breaks every JSON answer."""
+    """Canned answers by schema, for control flow only; ``garble`` breaks every JSON answer,
+    ``parrot`` says the same words every turn (else each turn's words depend on its prompt)."""
 
     name = "fake"
 
-    def __init__(self, decision: str = "continue", garble: bool = False) -> None:
+    def __init__(self, decision: str = "continue", garble: bool = False,
+                 parrot: bool = False) -> None:
         self.decision = decision
         self.garble = garble
+        self.parrot = parrot
         self.batches: list[int] = []
 
     def _run(self, requests):
         self.batches.append(len(requests))
-        return [Completion(text=self._answer(r.schema or {}), finish_reason="stop")
+        return [Completion(text=self._answer(r.schema or {}, len(r.prompt)), finish_reason="stop")
                 for r in requests]
 
-    def _answer(self, schema: dict) -> str:
+    def _answer(self, schema: dict, turn: int = 0) -> str:
         properties = schema.get("properties", {})
         if properties and self.garble:
             return "{not json"
@@ -98,7 +102,9 @@ class FakeScriptEngine(Engine):
                                "generative_belief": "it costs too much",
                                "generative_desire": "unknown", "target": "generative_belief",
                                "method": "remove_concern"})
-        return "I hear you. Let me explain why it helps."
+        if self.parrot:
+            return "I hear you. Let me explain why it helps."
+        return f"I hear you on point {turn}. Let me explain why it helps, {turn} times over."
 
     async def _stream(self, request):
         yield ""
@@ -205,6 +211,18 @@ def test_lock_step_rounds_share_one_batch_and_stop_at_the_limit():
     assert engine.batches == [3] * 8 + [2] * 8
 
 
+def test_an_utterance_with_nothing_new_is_sampled_once_more(monkeypatch):
+    engine = FakeScriptEngine(parrot=True)  # the persuadee repeats the persuader word for word
+    [done] = run_batch(engine, [("0", RECORDS[0].scenario)], PersuasionConfig(max_turns=1))
+    assert engine.batches == [1] * 5  # ToM, persuader, persuadee twice, decision
+    assert done.turns[1].content == PLACEHOLDER
+    assert done.hygiene[1] == ["repeated", "empty", "resampled"]
+    monkeypatch.setenv("MANYHEADS_HYGIENE", "0")  # "before" in bench/quality.py
+    engine = FakeScriptEngine(parrot=True)
+    [raw] = run_batch(engine, [("0", RECORDS[0].scenario)], PersuasionConfig(max_turns=1))
+    assert engine.batches == [1] * 4 and raw.turns[1].content == raw.turns[0].content
+
+
 def test_agreement_ends_early_and_graph_matches_batch():
     engine = FakeScriptEngine(decision="agree")
     [batch] = run_batch(engine, [("0", RECORDS[0].scenario)], PersuasionConfig(max_turns=3))
@@ -290,7 +308,11 @@ def test_no_hidden_text_reaches_the_persuader(local_engine):
             if conversation[0]["content"] == system:
                 assert leaks(conversation, state.scenario, public) == [], state.key
                 checked += 1
-    assert checked == sum(2 * d.persuader_turns for d in done)  # ToM + turn, every round
+    resampled = sum("resampled" in flags for d in done
+                    for turn, flags in zip(d.public_turns, d.hygiene, strict=True)
+                    if turn.speaker == d.scenario.persuader)
+    # ToM + turn every round, + a turn sampled again (nothing usable in 8 tokens)
+    assert checked == sum(2 * d.persuader_turns for d in done) + resampled
 
 
 def _items(url: str, name: str) -> list[tuple[int, str]]:

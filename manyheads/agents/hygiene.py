@@ -8,13 +8,22 @@ repaired and flags the rest, in this order:
 2. ``strip_prefix``: drop a leading "Name:" (own or another speaker's) and a salutation.
 3. ``cut_loop``: cut at the first repeated sentence or repeated run of words.
 4. ``trim_to_sentence``: a text cut by the budget, or without a sentence end, goes back to its
-   last complete sentence (none: kept and flagged ``mid_sentence``).
-5. ``strip_signoff``: drop a letter's closing ("Best regards,\\nAda").
-6. ``is_echo``: flag an echoed instruction (the caller resamples once).
-7. Nothing left (empty, whitespace, only a loop or punctuation): ``PLACEHOLDER``, ``empty``.
+   last complete sentence. With none, a text cut by the budget or by a loop is a fragment
+   ("It's not my", "Family, wise, family,"): nothing usable. A text the model ended itself
+   without a full stop ("Sure thing") is kept and flagged ``mid_sentence``.
+5. ``drop_repeats``: drop sentences already said earlier in the dialogue (``earlier``) or in this
+   utterance: a small model copies the last turn back word for word.
+6. ``strip_signoff``: drop a letter's closing ("Best regards,\\nAda").
+7. ``is_echo``: flag an echoed instruction (the caller resamples once).
+8. Nothing left (empty, whitespace, only a loop or punctuation): ``PLACEHOLDER``, ``empty``.
 
-Everything here is a pure function of strings; the metric helpers at the end
-(``mid_sentence``, ``repeated_sentence_rate``, ``distinct_n``, ``is_echo``) score datasets.
+``enabled()`` is the one switch (setting ``MANYHEADS_HYGIENE``, on by default): off, ``clean``
+repairs nothing and only flags what it sees, and rooms sample without repetition control, which
+is how ``bench/quality.py`` measures both against the raw model in one run.
+
+Everything here is a pure function of strings (``clean`` also reads the switch); the metric
+helpers at the end (``mid_sentence``, ``repeated_sentence_rate``, ``distinct_n``, ``is_echo``)
+score datasets.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, Field
 
-PLACEHOLDER = "(no usable reply this turn)"
+PLACEHOLDER = "(No usable reply this turn.)"  # a whole sentence, flagged ``empty``
 ROLE_LABELS = ("User", "Assistant", "System", "Human", "AI")
 
 # "Dr. Smith" and "e.g. this" do not end a sentence; "etc." usually does, so it is not here.
@@ -36,7 +45,9 @@ ABBREVIATIONS = frozenset({
     "dec", "u.s", "u.k", "a.m", "p.m"})
 NUMBERED = frozenset({"no", "p", "nos"})  # abbreviations only before a number: "No. 5"
 
-_END = re.compile(r"(?:[.!?\u2026]+|[\u3002\uff01\uff1f])[\"'\u201d\u2019)\]*_]*(?=\s|$)")
+# Sentence ends: Latin, CJK (。！？), Devanagari danda (। ॥), Arabic question mark and Urdu stop.
+_END = re.compile(r"(?:[.!?\u2026]+|[\u3002\uff01\uff1f\u0964\u0965\u061f\u06d4])"
+                  r"[\"'\u201d\u2019)\]*_]*(?=\s|$)")
 _WORD = re.compile(r"[\w']+")
 _SPECIAL = re.compile(r"<\|[a-z_]+\|>|</s>|<s>")
 _SALUTE = re.compile(r"(?:dear|hi|hello|hey|greetings)\b[\s,]*(?:there\b[\s,]*)?", re.I)
@@ -58,9 +69,22 @@ class Cleaned(BaseModel):
     empty: bool = False  # nothing usable was left: ``text`` is ``PLACEHOLDER``
     flags: list[str] = Field(default_factory=list)  # every step that fired, in order
 
+    @property
+    def retry(self) -> bool:
+        """Worth sampling once more: an echo, nothing usable, or no whole sentence."""
+        return self.echoed or self.empty or "mid_sentence" in self.flags
+
     def meta(self) -> dict[str, list[str]]:
-        """What to store in a message's meta (nothing when the text was clean)."""
-        return {"hygiene": list(self.flags)} if self.flags else {}
+        """What to store in a message's meta: every free-text turn carries its flags (an empty
+        list when it was clean), which is how dataset metrics tell utterances from notices."""
+        return {"hygiene": list(self.flags)}
+
+
+def enabled() -> bool:
+    """Whether hygiene and the rooms' repetition control are on (``MANYHEADS_HYGIENE``)."""
+    from manyheads.settings import get_settings
+
+    return get_settings().hygiene
 
 
 # -- sentences -----------------------------------------------------------------------------------
@@ -220,6 +244,24 @@ def trim_to_sentence(text: str) -> tuple[str, bool]:
     return text[:ends[-1]], True
 
 
+def drop_repeats(text: str, earlier: Iterable[str] = ()) -> tuple[str, bool]:
+    """Drop every sentence said before: in ``earlier`` texts or earlier in ``text`` itself
+    (compared as lowercase words, as ``repeated_sentence_rate`` counts them)."""
+    seen = {_norm(s) for said in earlier for s in sentences(said)}
+    kept, dropped, last = [], False, None
+    for start, end in split_sentences(text):
+        norm = _norm(text[start:end])
+        if norm and norm in seen:
+            dropped = True
+            continue
+        seen.add(norm)
+        if last is not None:
+            kept.append("\n" if "\n" in text[last:start] else " ")
+        kept.append(text[start:end])
+        last = end
+    return ("".join(kept), True) if dropped else (text, False)
+
+
 def strip_signoff(text: str) -> tuple[str, bool]:
     """Drop a letter's closing and "[Your Name]" slots."""
     cleaned = _SIGNOFF.sub("", _NAME_SLOT.sub("", text))
@@ -228,8 +270,11 @@ def strip_signoff(text: str) -> tuple[str, bool]:
 
 # -- the one entry -------------------------------------------------------------------------------
 def clean(text: str, *, speaker: str, others: Sequence[str] = (), instruction: str | None = None,
-          finish_reason: str | None = None) -> Cleaned:
-    """Clean one utterance of ``speaker`` (``others``: the other speakers' names)."""
+          finish_reason: str | None = None, earlier: Sequence[str] = ()) -> Cleaned:
+    """Clean one utterance of ``speaker`` (``others``: the other speakers' names; ``earlier``:
+    what was said before in the dialogue, not to be said again)."""
+    if not enabled():
+        return flag_only(text, instruction)
     flags: list[str] = []
     names = [speaker, *others]
     text, cut = cut_script(text or "", names)
@@ -246,6 +291,9 @@ def clean(text: str, *, speaker: str, others: Sequence[str] = (), instruction: s
         text, trimmed = trim_to_sentence(text)
         if trimmed:
             flags.append("trimmed")
+    text, repeated = drop_repeats(text, earlier)
+    if repeated:
+        flags.append("repeated")
     text, signed = strip_signoff(text)
     if signed:
         flags.append("signoff")
@@ -253,6 +301,9 @@ def clean(text: str, *, speaker: str, others: Sequence[str] = (), instruction: s
     echoed = bool(instruction) and is_echo(text, instruction)
     if echoed:
         flags.append("echoed")
+    if (finish_reason == "length" or looped) and mid_sentence(text):
+        text = ""  # no whole sentence survived the cut
+        flags.append("fragment")
     empty = not any(ch.isalnum() for ch in text)
     if empty:
         text = PLACEHOLDER
@@ -261,6 +312,21 @@ def clean(text: str, *, speaker: str, others: Sequence[str] = (), instruction: s
         flags.append("mid_sentence")
     return Cleaned(text=text, trimmed=trimmed, looped=looped, echoed=echoed,
                    stripped_prefix=stripped, empty=empty, flags=flags)
+
+
+def flag_only(text: str, instruction: str | None = None) -> Cleaned:
+    """``clean`` with hygiene off: the text as the model wrote it (stripped), flagged for an echo,
+    nothing usable or a sentence end missing, so the raw model can be measured the same way."""
+    text = (text or "").strip()
+    flags = []
+    if instruction and is_echo(text, instruction):
+        flags.append("echoed")
+    empty = not any(ch.isalnum() for ch in text)
+    if empty:
+        flags.append("empty")
+    elif mid_sentence(text):
+        flags.append("mid_sentence")
+    return Cleaned(text=text, echoed="echoed" in flags, empty=empty, flags=flags)
 
 
 # -- metrics for datasets ------------------------------------------------------------------------
@@ -315,6 +381,16 @@ def is_echo(text: str, instruction: str, *, overlap: float = 0.7) -> bool:
     asked_tri = set(zip(asked, asked[1:], asked[2:], strict=False))
     said_tri = set(zip(said, said[1:], said[2:], strict=False))
     return len(asked_tri) >= 4 and len(asked_tri & said_tri) / len(asked_tri) >= overlap
+
+
+QUALITY_NOTE = (
+    "Quality is measured over every agent utterance after the hygiene step: the share trimmed "
+    "back to a whole sentence (`trimmed_rate`), still ending mid-sentence "
+    "(`mid_sentence_rate`), sentences repeating an earlier one of the same dialogue "
+    "(`repeated_sentence_rate`), echoes of the agent's instruction (`instruction_echo_rate`), "
+    "placeholders for an empty reply (`empty_rate`), distinct-1/2 (unique word uni-/bigrams "
+    "over all), mean words per utterance, and the share of dialogues whose model-written "
+    "names are not two different people's names (`invalid_name_rate`).")
 
 
 def quality(utterances: Sequence[tuple[str, Sequence[str]]], *,

@@ -23,13 +23,16 @@ from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
-from manyheads.agents import Agent, Turn
+from manyheads.agents import Agent, Turn, hygiene
 from manyheads.agents.hygiene import clean
-from manyheads.models import Engine
+from manyheads.models import Engine, SamplingParams
 
 C = TypeVar("C", bound=BaseModel)
 USER = "you"  # the person in a chat, as agents see them
 HISTORY_TURNS = 12  # earlier turns an agent is shown at most: keeps prompts inside small contexts
+# Repetition control of every free-text turn, chosen by measurement: the ``penalty_sweep`` of
+# bench/results/quality.json (bench/quality.py). Not for JSON answers, whose keys must repeat.
+SPEECH_PENALTIES: dict[str, float | int] = {"repetition_penalty": 1.1, "no_repeat_ngram_size": 4}
 
 
 class Artifact(BaseModel):
@@ -117,31 +120,42 @@ def this_turn(state: RoomState, start: int) -> list[dict[str, Any]]:
     return state.get("said", [])[start:]
 
 
+def speech_params(**fields: Any) -> SamplingParams:
+    """Sampling for an agent's free-text turn: ``fields`` over the rooms' repetition control
+    (``SPEECH_PENALTIES``; none while hygiene is off, see ``hygiene.enabled``)."""
+    penalties = SPEECH_PENALTIES if hygiene.enabled() else {}
+    return SamplingParams(**{**penalties, **fields})
+
+
 def utter(ctx: RoomContext, agent: Agent, turns: list[Turn], instruction: str | None,
           **fields: Any) -> dict[str, Any]:
     """An agent's free-text turn as a ``said`` entry, streamed when someone watches.
 
     Every free-text turn goes through the same hygiene step (``agents.hygiene.clean``): a
-    script of the other speakers, a leading name, a loop or a sentence cut by the token budget
-    is cut back, an echo of the instruction is sampled once more, and an empty reply becomes a
-    placeholder. What was done is kept in the message's ``meta["hygiene"]``.
+    script of the other speakers, a leading name, a loop, a sentence said before or a sentence
+    cut by the token budget is cut back; an echo of the instruction or a reply with no whole
+    sentence left is sampled once more, and an empty reply becomes a placeholder. What was
+    done is kept in the message's ``meta["hygiene"]``.
     """
     others = tuple(dict.fromkeys(t.speaker for t in turns if t.speaker != agent.name))
+    earlier = [t.content for t in turns if agent.spec.can_see(t)]
     if ctx.streaming:
         text, finish = agent.speak(turns, instruction, delta_sink(agent.name)), None
     else:
         completion = agent.respond(turns, instruction)
         text, finish = completion.text, completion.finish_reason
     cleaned = clean(text, speaker=agent.name, others=others, instruction=instruction,
-                    finish_reason=finish)
-    if cleaned.echoed:  # once more, sampled, with another seed
+                    finish_reason=finish, earlier=earlier)
+    if cleaned.retry and hygiene.enabled():  # once more, another seed
         params = agent.spec.sampling.model_copy(update={
             "temperature": max(agent.spec.sampling.temperature, 0.7),
             "seed": (agent.spec.sampling.seed or 0) + 1})
         completion = agent.respond(turns, instruction, params)
         again = clean(completion.text, speaker=agent.name, others=others,
-                      instruction=instruction, finish_reason=completion.finish_reason)
-        cleaned = again if not again.echoed else cleaned
+                      instruction=instruction, finish_reason=completion.finish_reason,
+                      earlier=earlier)
+        cleaned = again if not again.retry else cleaned
+        cleaned.flags.append("resampled")
     meta = {**fields.pop("meta", {}), **cleaned.meta()}
     return say(agent.name, cleaned.text, meta=meta, **fields)
 

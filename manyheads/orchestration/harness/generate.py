@@ -17,6 +17,8 @@ from typing import Any
 
 from sqlalchemy import select
 
+from manyheads.agents.hygiene import QUALITY_NOTE, quality
+from manyheads.agents.names import is_person_name, same_person
 from manyheads.errors import ConfigError, StorageError
 from manyheads.models import Engine
 from manyheads.orchestration.contract import Room
@@ -156,11 +158,43 @@ def export(store: Store, name: str, out: str | Path) -> dict[str, Any]:
     formats = ["jsonl", *tabular(payloads, out, room)]
     metrics = {"sessions": len(payloads),
                "messages_mean": round(sum(len(p["messages"]) for p in payloads)
-                                      / max(len(payloads), 1), 2)}
+                                      / max(len(payloads), 1), 2),
+               **chat_quality(payloads)}
     if workers:
         metrics["workers"] = workers
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     (out / "README.md").write_text(card(name, room, config, metrics, formats), encoding="utf-8")
     return {"metrics": metrics, "formats": formats, "path": str(out)}
+
+
+def utterances(item: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """A session's free-text agent turns with their hygiene flags: the public messages that went
+    through the hygiene step (notices, JSON answers and restated finals carry no flags)."""
+    return [(m["content"], m["meta"]["hygiene"]) for m in item["messages"]
+            if m["role"] == "assistant" and m["visibility"] == "public"
+            and "hygiene" in (m["meta"] or {})]
+
+
+def names_valid(item: dict[str, Any]) -> bool | None:
+    """Whether the names the session's agents wrote (``meta["names"]`` of a message) are
+    people's names, all different; None when the room wrote no names."""
+    written = [n for m in item["messages"] for n in (m["meta"] or {}).get("names", [])]
+    if not written:
+        return None
+    return all(map(is_person_name, written)) and not any(
+        same_person(a, b) for i, a in enumerate(written) for b in written[i + 1:])
+
+
+def chat_quality(payloads: list[dict[str, Any]]) -> dict[str, Any]:
+    """``hygiene.quality`` over every session's utterances (repeats counted across a session's
+    turns), plus the invalid-name rate where the room writes names."""
+    said = [utterances(p) for p in payloads]
+    metrics = dict(quality([u for s in said for u in s],
+                           dialogues=[[text for text, _ in s] for s in said]))
+    named = [v for v in map(names_valid, payloads) if v is not None]
+    if named:
+        metrics["invalid_name_rate"] = round(sum(not v for v in named) / len(named), 4)
+    return metrics
 
 
 def card(name: str, room: str, config: dict[str, Any], metrics: dict[str, Any],
@@ -174,4 +208,5 @@ def card(name: str, room: str, config: dict[str, Any], metrics: dict[str, Any],
         f"- Sessions: {metrics['sessions']} of {config.get('n')}",
         f"- Files: {', '.join(formats)}", "",
         "## Settings", "", "```json", json.dumps(config.get("options", {}), indent=2), "```", "",
-        "## Counts", "", "```json", json.dumps(metrics, indent=2), "```", ""])
+        "## Counts and quality", "", QUALITY_NOTE, "", "```json", json.dumps(metrics, indent=2),
+        "```", ""])

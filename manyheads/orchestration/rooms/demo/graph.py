@@ -15,13 +15,13 @@ from pydantic import BaseModel, Field
 
 from manyheads.agents import Agent, AgentSpec, Turn
 from manyheads.agents.prompts import Prompts
-from manyheads.models import SamplingParams
 from manyheads.orchestration.room import (
     USER,
     RoomContext,
     RoomState,
     context_of,
     history_turns,
+    speech_params,
     this_turn,
     utter,
 )
@@ -48,7 +48,7 @@ def ctx(runtime: Runtime) -> RoomContext[DemoConfig]:
 def make_agents(context: RoomContext[DemoConfig], topic: str) -> list[Agent]:
     config = context.config
     # A small model rambles into a script of both speakers: stop at the first blank line.
-    params = SamplingParams(max_tokens=config.max_tokens, stop=("\n\n",))
+    params = speech_params(max_tokens=config.max_tokens, stop=("\n\n",))
     names = {"host": config.host, "guest": config.guest, "topic": topic}
     return [Agent(AgentSpec(name=name, role=role, sampling=params,
                             system_prompt=PROMPTS.render(f"{role}_system", **names)),

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from manyheads.agents.hygiene import QUALITY_NOTE
 from manyheads.agents.names import valid_pair
 from manyheads.errors import ConfigError
 from manyheads.models import Engine
@@ -206,6 +207,8 @@ def card(name: str, config: dict[str, Any], metrics: dict[str, Any], formats: li
         "ToM accuracy is the MiniLM cosine of each guessed belief/desire with the hidden one",
         "(\"unknown\" scores 0; hidden \"none\" fields are not scored). Leaks count hidden",
         "belief/desire text found in persuader prompts outside the public dialogue.",
+        "",
+        QUALITY_NOTE,
         "",
         "```json",
         json.dumps(metrics, indent=2),

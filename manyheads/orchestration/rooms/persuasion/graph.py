@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from langgraph.config import get_config
@@ -23,8 +23,8 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from manyheads.agents import Agent, AgentSpec, Turn
-from manyheads.agents.hygiene import clean
+from manyheads.agents import Agent, AgentSpec, Turn, hygiene
+from manyheads.agents.hygiene import Cleaned, clean
 from manyheads.agents.prompts import Prompts
 from manyheads.errors import ConfigError, StructuredOutputError
 from manyheads.models import Engine, SamplingParams
@@ -36,6 +36,7 @@ from manyheads.orchestration.room import (
     RoomState,
     context_of,
     say,
+    speech_params,
     status,
 )
 from manyheads.orchestration.rooms.persuasion.metrics import tom_scores
@@ -171,6 +172,8 @@ class Step:
     request: Callable[[DialogueState, PersuasionConfig], Call]
     apply: Callable[[DialogueState, PersuasionConfig, Completion], None]
     response_model: type[BaseModel] | None = None
+    # An utterance: how hygiene cleans it; an echo or no whole sentence is sampled again.
+    cleaned: Callable[[DialogueState, PersuasionConfig, Completion], Cleaned] | None = None
 
 
 def _tom_request(state: DialogueState, config: PersuasionConfig) -> Call:
@@ -202,13 +205,19 @@ def _persuader_request(state: DialogueState, config: PersuasionConfig) -> Call:
     plan = PROMPTS.render("plan", tom=view.tom, feedback=view.feedback)
     return Call(persuader_spec(view), list(view.dialogue), f"{instruction} {plan}".strip(),
                 _params(config, state, "persuader", config.max_tokens,
-                        stop=("\n\n", f"\n{view.persuadee}:")))
+                        stop=("\n\n", f"\n{view.persuadee}:"), speech=True))
+
+
+def _persuader_cleaned(state: DialogueState, config: PersuasionConfig,
+                       completion: Completion) -> Cleaned:
+    scenario = state.scenario
+    return _clean(state, completion, scenario.persuader, scenario.persuadee,
+                  _persuader_request(state, config).instruction)
 
 
 def _persuader_apply(state: DialogueState, config: PersuasionConfig,
                      completion: Completion) -> None:
-    scenario = state.scenario
-    _say(state, completion, scenario.persuader, scenario.persuadee)
+    _say(state, state.scenario.persuader, _persuader_cleaned(state, config, completion))
 
 
 def _persuadee_request(state: DialogueState, config: PersuasionConfig) -> Call:
@@ -216,13 +225,19 @@ def _persuadee_request(state: DialogueState, config: PersuasionConfig) -> Call:
     return Call(persuadee_spec(scenario), state.public_turns,
                 PROMPTS.render("persuadee_reply", persuader=scenario.persuader),
                 _params(config, state, "persuadee", config.max_tokens,
-                        stop=("\n\n", f"\n{scenario.persuader}:")))
+                        stop=("\n\n", f"\n{scenario.persuader}:"), speech=True))
+
+
+def _persuadee_cleaned(state: DialogueState, config: PersuasionConfig,
+                       completion: Completion) -> Cleaned:
+    scenario = state.scenario
+    return _clean(state, completion, scenario.persuadee, scenario.persuader,
+                  _persuadee_request(state, config).instruction)
 
 
 def _persuadee_apply(state: DialogueState, config: PersuasionConfig,
                      completion: Completion) -> None:
-    scenario = state.scenario
-    _say(state, completion, scenario.persuadee, scenario.persuader)
+    _say(state, state.scenario.persuadee, _persuadee_cleaned(state, config, completion))
 
 
 def _decision_request(state: DialogueState, config: PersuasionConfig) -> Call:
@@ -248,8 +263,10 @@ def _decision_apply(state: DialogueState, config: PersuasionConfig,
 
 
 TOM = Step("tom", _tom_request, _tom_apply, ToMEstimate)
-PERSUADER = Step("persuader", _persuader_request, _persuader_apply)
-PERSUADEE = Step("persuadee", _persuadee_request, _persuadee_apply)
+PERSUADER = Step("persuader", _persuader_request, _persuader_apply,
+                 cleaned=_persuader_cleaned)
+PERSUADEE = Step("persuadee", _persuadee_request, _persuadee_apply,
+                 cleaned=_persuadee_cleaned)
 DECIDE = Step("decide", _decision_request, _decision_apply, Decision)
 ROUND = (TOM, PERSUADER, PERSUADEE, DECIDE)
 
@@ -264,10 +281,37 @@ def step_request(engine: Engine, step: Step, state: DialogueState,
     return Request(conversation, call.params, response_model=step.response_model)
 
 
+def step_program(engine: Engine, step: Step, state: DialogueState,
+                 config: PersuasionConfig) -> Program:
+    """One step as an engine program: its request, once more with another seed when hygiene
+    finds the utterance an echo or no whole sentence (as ``room.utter`` does), then applied."""
+    request = step_request(engine, step, state, config)
+    completion = yield request
+    resampled = False
+    if step.cleaned is not None and hygiene.enabled():
+        first = step.cleaned(state, config, completion)
+        if first.retry:
+            params = request.params.model_copy(update={
+                "temperature": max(request.params.temperature, 0.7),
+                "seed": (request.params.seed or 0) + 1})
+            again, resampled = (yield replace(request, params=params)), True
+            if not step.cleaned(state, config, again).retry:
+                completion = again
+    step.apply(state, config, completion)
+    if resampled:
+        state.hygiene[-1].append("resampled")
+
+
 def run_step(engine: Engine, step: Step, state: DialogueState, config: PersuasionConfig) -> None:
     """One step of one dialogue, applied in place (a graph node)."""
-    [completion] = engine.run([step_request(engine, step, state, config)])
-    step.apply(state, config, completion)
+    program = step_program(engine, step, state, config)
+    request = next(program)
+    while True:
+        [completion] = engine.run([request])
+        try:
+            request = program.send(completion)
+        except StopIteration:
+            return
 
 
 def new_dialogue(key: str, scenario: Scenario) -> DialogueState:
@@ -283,8 +327,7 @@ def dialogue_program(engine: Engine, key: str, scenario: Scenario,
     state = new_dialogue(key, scenario)
     while state.outcome == "active":
         for step in ROUND:
-            completion = yield step_request(engine, step, state, config)
-            step.apply(state, config, completion)
+            yield from step_program(engine, step, state, config)
     return state
 
 
@@ -345,7 +388,8 @@ def stage(state: PersuasionState, runtime: Runtime) -> dict:
     hidden = {"preventive": scenario.preventive.model_dump(),
               "generative": scenario.generative.model_dump()}
     said = [say("Scene", f"{scenario.background}\n\nGoal of {scenario.persuader}: "
-                         f"{scenario.goal}", meta={"source": source}),
+                         f"{scenario.goal}", meta={"source": source, "names": [
+                             scenario.persuader, scenario.persuadee]}),
             say("Hidden state", f"{scenario.persuadee} wants to: {scenario.preventive.content}",
                 visibility="observer", meta={"hidden": hidden})]
     # Seeded per session (the thread), so two sessions on one topic differ, a replay does not.
@@ -367,17 +411,21 @@ def advance(state: PersuasionState, runtime: Runtime, step: Step) -> dict:
     context = ctx(runtime)
     config = context.config.model_copy(update={"max_turns": state["limit"]})
     dialogue = dialogue_of(state)
-    before = (len(dialogue.turns), len(dialogue.tom), len(dialogue.decisions))
+    before = (len(dialogue.turns), len(dialogue.tom), len(dialogue.decisions),
+              len(dialogue.hygiene))
     run_step(context.engine, step, dialogue, config)
     scenario = dialogue.scenario
     said = [say(f"{scenario.persuader} (ToM)", f"targets {e.target.replace('_', ' ')} by "
                 f"{e.method.replace('_', ' ')}", visibility="observer",
                 meta={"estimate": e.model_dump()})
             for e in dialogue.tom[before[1]:]]
+    flags = iter(dialogue.hygiene[before[3]:])  # one per utterance, none for observer notes
     for turn in dialogue.turns[before[0]:]:
         side = "persuader" if turn.speaker == scenario.persuader else "persuadee"
-        said.append(say(turn.speaker, turn.content, visibility=turn.visibility,
-                        meta={"side": side}))
+        meta = {"side": side}
+        if turn.visibility == "public":
+            meta["hygiene"] = next(flags, [])
+        said.append(say(turn.speaker, turn.content, visibility=turn.visibility, meta=meta))
     said += [say(f"{scenario.persuadee} (decision)", d, visibility="observer")
              for d in dialogue.decisions[before[2]:]]
     if step is DECIDE:
@@ -471,19 +519,27 @@ def _public(view: PersuaderView) -> dict[str, str]:
 
 
 def _params(config: PersuasionConfig, state: DialogueState, step: str, max_tokens: int,
-            stop: tuple[str, ...]) -> SamplingParams:
-    """Seeded per dialogue, turn and step, so a regenerated dialogue comes out the same."""
+            stop: tuple[str, ...], speech: bool = False) -> SamplingParams:
+    """Seeded per dialogue, turn and step, so a regenerated dialogue comes out the same; an
+    utterance (``speech``) gets the rooms' repetition control, a JSON answer none."""
     text = f"{config.seed}:{state.key}:{len(state.turns)}:{len(state.tom)}:{step}"
     seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
-    return SamplingParams(max_tokens=max_tokens, temperature=config.temperature, seed=seed,
-                          stop=stop)
+    make = speech_params if speech else SamplingParams
+    return make(max_tokens=max_tokens, temperature=config.temperature, seed=seed, stop=stop)
 
 
-def _say(state: DialogueState, completion: Completion, speaker: str, other: str) -> None:
+def _clean(state: DialogueState, completion: Completion, speaker: str, other: str,
+           instruction: str) -> Cleaned:
     """The speaker's own words after the shared hygiene step (a small model prefixes its name,
-    scripts the other side, loops or runs out of tokens mid-sentence); flags kept per turn."""
-    cleaned = clean(completion.text, speaker=speaker, others=[other, "Persuader", "Persuadee"],
-                    finish_reason=completion.finish_reason)
+    scripts the other side, loops, repeats the last turn, echoes its instruction or runs out of
+    tokens mid-sentence)."""
+    return clean(completion.text, speaker=speaker, others=[other, "Persuader", "Persuadee"],
+                 instruction=instruction, finish_reason=completion.finish_reason,
+                 earlier=[t.content for t in state.public_turns])
+
+
+def _say(state: DialogueState, speaker: str, cleaned: Cleaned) -> None:
+    """An utterance into the dialogue, its hygiene flags kept per turn."""
     state.turns.append(Turn(speaker=speaker, content=cleaned.text))
     state.hygiene.append(cleaned.flags)
 

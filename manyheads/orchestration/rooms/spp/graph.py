@@ -28,7 +28,7 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field, create_model
 
 from manyheads.agents import Agent, AgentSpec, Turn
-from manyheads.agents.hygiene import PLACEHOLDER, clean
+from manyheads.agents.hygiene import PLACEHOLDER, Cleaned, clean, flag_only
 from manyheads.agents.prompts import Prompts
 from manyheads.errors import ManyheadsError, StructuredOutputError
 from manyheads.models import Engine, SamplingParams
@@ -38,6 +38,7 @@ from manyheads.orchestration.room import (
     context_of,
     run_alone,
     say,
+    speech_params,
     status,
     with_earlier,
 )
@@ -145,13 +146,13 @@ def ctx(runtime: Runtime) -> RoomContext[SppConfig]:
 
 
 def assistant(context: RoomContext[SppConfig]) -> Agent:
-    params = SamplingParams(max_tokens=context.config.max_tokens)
+    params = speech_params(max_tokens=context.config.max_tokens)
     return Agent(AgentSpec(name=ASSISTANT, role="assistant", sampling=params,
                            system_prompt=PROMPTS.render("assistant_system")), context.engine)
 
 
 def persona_agents(context: RoomContext[SppConfig], personas: list[Persona]) -> list[Agent]:
-    params = SamplingParams(max_tokens=context.config.note_tokens, stop=("\n\n",))
+    params = speech_params(max_tokens=context.config.note_tokens, stop=("\n\n",))
     return [Agent(AgentSpec(name=p.name, role="persona", sampling=params,
                             system_prompt=PROMPTS.render("persona_system", speaker=p.name,
                                                          expertise=p.expertise)),
@@ -169,9 +170,12 @@ def single_view(personas: list[Persona], instruction: str) -> list[dict[str, str
 
 
 def spoken(stage: str, round_: int, speaker: str, content: str,
-           steps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+           steps: list[dict[str, Any]] | None = None,
+           cleaned: Cleaned | None = None) -> dict[str, Any]:
+    """A said entry; a free-text turn passes its ``cleaned`` result (its hygiene flags)."""
     scores = [{"text": s["text"], "score": s["score"]} for s in steps] if steps else None
-    return say(speaker, content, step_scores=scores, meta={"stage": stage, "round": round_})
+    meta = {"stage": stage, "round": round_, **(cleaned.meta() if cleaned else {})}
+    return say(speaker, content, step_scores=scores, meta=meta)
 
 
 def verify(context: RoomContext[SppConfig], task: str, text: str,
@@ -189,14 +193,13 @@ def verify(context: RoomContext[SppConfig], task: str, text: str,
             for i, (step, score) in enumerate(zip(steps, scores, strict=False))]
 
 
-def _clean_answer(completion: Any) -> str:
-    """The assistant's answer, cut back to whole sentences when the token budget cut it, or ""
-    when nothing usable came back. An answer that ended on its own is kept as written: a poem
-    or a list need not end in a full stop."""
+def _clean_answer(completion: Any) -> Cleaned:
+    """The assistant's answer, cut back to whole sentences when the token budget cut it
+    (``empty`` when nothing usable came back). An answer that ended on its own is kept as
+    written, only flagged: a poem or a list need not end in a full stop."""
     if completion.finish_reason != "length":
-        return completion.text.strip()
-    cleaned = clean(completion.text, speaker=ASSISTANT, finish_reason=completion.finish_reason)
-    return "" if cleaned.empty else cleaned.text
+        return flag_only(completion.text)
+    return clean(completion.text, speaker=ASSISTANT, finish_reason=completion.finish_reason)
 
 
 def low(context: RoomContext[SppConfig], scored: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -239,13 +242,17 @@ def brainstorm(state: SppState, runtime: Runtime) -> dict:
         agents = persona_agents(context, personas)
         views = [a.view([], PROMPTS.render("brainstorm_persona", task=state["task"],
                                            speaker=a.name)) for a in agents]
-        notes = [clean(c.text, speaker=a.name, others=[ASSISTANT],
-                       finish_reason=c.finish_reason).text
-                 for a, c in zip(agents, context.engine.chat(views, agents[0].spec.sampling),
-                                 strict=True)]
+        cleaned = [clean(c.text, speaker=a.name, others=[ASSISTANT],
+                         finish_reason=c.finish_reason)
+                   for a, c in zip(agents, context.engine.chat(views, agents[0].spec.sampling),
+                                   strict=True)]
+        notes = [c.text for c in cleaned]
     notes = [n.strip() if n.strip() and n != PLACEHOLDER else NO_IDEA for n in notes]
-    return {"notes": notes, "said": [spoken("brainstorm", 0, p.name, n)
-                                     for p, n in zip(personas, notes, strict=True)]}
+    if context.config.mode == "single":  # JSON fields, not free-text turns
+        return {"notes": notes, "said": [spoken("brainstorm", 0, p.name, n)
+                                         for p, n in zip(personas, notes, strict=True)]}
+    return {"notes": notes, "said": [spoken("brainstorm", 0, p.name, n, cleaned=c)
+                                     for p, n, c in zip(personas, notes, cleaned, strict=True)]}
 
 
 def draft(state: SppState, runtime: Runtime) -> dict:
@@ -253,11 +260,11 @@ def draft(state: SppState, runtime: Runtime) -> dict:
     status("the assistant is drafting")
     notes = [f"{p['name']}: {n}" for p, n in zip(state["personas"], state["notes"], strict=True)
              if n != NO_IDEA]
-    text = assistant(context).respond([], PROMPTS.render("draft", task=state["task"],
-                                                         notes=notes))
-    text = _clean_answer(text) or "(no answer)"
+    cleaned = _clean_answer(assistant(context).respond([], PROMPTS.render(
+        "draft", task=state["task"], notes=notes)))
+    text = PLACEHOLDER if cleaned.empty else cleaned.text
     scored = verify(context, state["task"], text, 0)
-    return {"draft": text, "said": [spoken("draft", 0, ASSISTANT, text, scored)],
+    return {"draft": text, "said": [spoken("draft", 0, ASSISTANT, text, scored, cleaned)],
             "flags": low(context, scored)}
 
 
@@ -298,12 +305,13 @@ def critique(state: SppState, runtime: Runtime) -> dict:
 def revise(state: SppState, runtime: Runtime) -> dict:
     context = ctx(runtime)
     status("the assistant is revising")
-    text = assistant(context).respond([], PROMPTS.render(
-        "revise", task=state["task"], draft=state["draft"], suggestions=state["suggestions"]))
-    text = _clean_answer(text) or state["draft"]
+    cleaned = _clean_answer(assistant(context).respond([], PROMPTS.render(
+        "revise", task=state["task"], draft=state["draft"], suggestions=state["suggestions"])))
+    text = state["draft"] if cleaned.empty else cleaned.text
     scored = verify(context, state["task"], text, state["round"])
     return {"draft": text,
-            "said": [spoken("revise", state["round"], ASSISTANT, text, scored)],
+            "said": [spoken("revise", state["round"], ASSISTANT, text, scored,
+                            None if cleaned.empty else cleaned)],
             "flags": state["flags"] + low(context, scored)}
 
 
