@@ -32,6 +32,7 @@ from manyheads.orchestration.rooms.multiplex.pds import (
     score,
     split_sentences,
 )
+from manyheads.orchestration.rooms.multiplex.synthesis import TRIES
 from manyheads.storage import Store
 
 TINY = {"max_tokens": 24, "member_tokens": 16}
@@ -54,12 +55,31 @@ class CountingEngine(Engine):
 
 
 class FakeLoopingSynthesizerEngine(Engine):
-    """Members (batches of several) answer; the synthesizer (a batch of one) loops, as a tiny
+    """Members (free text) answer; the synthesizer (JSON drafts) loops in every round, as a tiny
     model sometimes does. Only for the fallback's control flow."""
 
     def _run(self, requests):
-        text = "We honour our elders." if len(requests) > 1 else "a wise and wise answer " * 10
-        return [Completion(text=text, finish_reason="stop") for _ in requests]
+        loop = '{"sentence": "' + "a wise and wise answer " * 6 + '."}'
+        return [Completion(text=loop if r.schema else "We honour our elders.",
+                           finish_reason="stop") for r in requests]
+
+    async def _stream(self, request):
+        yield ""
+
+
+class FirstSilentEngine(Engine):
+    """Member 0 says nothing in its first answer and a whole sentence when asked again; the
+    synthesizer's drafts are cut (not JSON). Only for the re-ask's control flow."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def _run(self, requests):
+        self.batches.append(len(requests))
+        first = len(self.batches) == 1
+        return [Completion(text='{"sentence": "We' if r.schema else
+                           "" if first and i == 0 else "We honour our elders always.",
+                           finish_reason="stop") for i, r in enumerate(requests)]
 
     async def _stream(self, request):
         yield ""
@@ -195,8 +215,13 @@ def test_panel_members_answer_and_revise_in_one_batch_each(local_engine):
     events = []
     result = ask(engine, "Why do people tell stories?",
                  MultiplexConfig(mode="panel", revise=True, **TINY), on_event=events.append)
-    assert engine.batches[:2] == [size, size]  # all answers, then all revisions, each one batch
-    assert engine.batches[2:] in ([1], [])  # the synthesizer (skipped if every answer looped)
+    again = [sum(e["meta"].get("asked_again", False) for e in events if e["meta"]["stage"] == s)
+             for s in ("answer", "revise")]
+    assert engine.batches[0] == size  # all answers in one batch, then the ones asked again
+    revise_at = engine.batches.index(size, 1)  # all revisions in one batch
+    assert revise_at in (1, 2) and (revise_at == 2 or again[0] == 0)
+    assert len(engine.batches) <= revise_at + 2 + TRIES  # + revise retry + draft rounds
+    assert all(b <= size + 1 for b in engine.batches)  # points + overview at most
     assert [e["meta"]["stage"] for e in events] == (["answer"] * size + ["revise"] * size
                                                     + ["final"])
     traditions = [m.tradition for m in default_panel().members]
@@ -222,9 +247,21 @@ def test_a_looping_synthesis_falls_back_to_one_whole_key_point_per_member(tmp_pa
     path.write_text(json.dumps(panel_rows(2)))
     result = ask(FakeLoopingSynthesizerEngine(), "Why?",
                  MultiplexConfig(mode="panel", panel_file=str(path)))
-    assert result.final == ("Key points from the panel:\n- Member 0: We honour our elders.\n"
-                            "- Member 1: We honour our elders.")
+    assert result.final == "- Member 0: We honour our elders.\n- Member 1: We honour our elders."
+    assert result.transcript[-1]["meta"]["synthesis"] == {"drafted": 0, "extracted": 2,
+                                                          "overview": False, "rounds": 2}
     assert result.sources == ["Member 0", "Member 1"]
+
+
+def test_a_member_with_nothing_usable_is_asked_once_more(tmp_path: Path):
+    path = tmp_path / "panel.json"
+    path.write_text(json.dumps(panel_rows(3)))
+    engine = FirstSilentEngine()
+    result = ask(engine, "Why?", MultiplexConfig(mode="panel", panel_file=str(path)))
+    assert engine.batches[:2] == [3, 1]  # everyone, then member 0 alone
+    assert result.transcript[0]["meta"]["asked_again"] is True
+    assert "asked_again" not in result.transcript[1]["meta"]
+    assert result.sources == ["Member 0", "Member 1", "Member 2"]
 
 
 # -- chat contract --------------------------------------------------------------------------------

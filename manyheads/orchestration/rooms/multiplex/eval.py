@@ -73,7 +73,9 @@ def run_item(engine: Engine, question: dict[str, str], config: MultiplexConfig,
     pds = score(result.synthesis, panel.perspectives())
     turns = [{"stage": t["meta"]["stage"], "speaker": t["speaker"], "content": t["content"],
               "tradition": t["meta"].get("tradition", "")} for t in result.transcript]
+    made = result.transcript[-1]["meta"].get("synthesis", {})
     return {"mode": config.mode, **question, "final": result.final, "sources": result.sources,
+            "synthesis": result.synthesis, "made": made,
             "panel": [t for t in turns if t["stage"] != "final"],
             **pds.model_dump(), "elapsed_s": round(time.perf_counter() - started, 2)}
 
@@ -117,6 +119,8 @@ def summarize(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str,
         per_perspective = {n: round(mean(values), 4) for n in names
                            if (values := [r["sentiment_by_perspective"][n] for r in mine
                                           if n in r["sentiment_by_perspective"]])}
+        made = {key: sum(r.get("made", {}).get(key, 0) for r in mine)
+                for key in ("drafted", "extracted", "overview")}
         modes[mode] = {"items": len(mine),
                        "pds_entropy": round(mean(r["entropy"] for r in mine), 2),
                        "pooled_entropy": entropy_pct(list(shares.values()), len(names)),
@@ -124,6 +128,7 @@ def summarize(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str,
                        "sentiment": round(mean(r["sentiment"] for r in mine), 4),
                        "sentiment_by_perspective": per_perspective,
                        "shares": shares,
+                       **({"synthesis": made} if any(made.values()) else {}),
                        "elapsed_s": round(sum(r.get("elapsed_s", 0.0) for r in mine), 1)}
     return {"perspectives": list(names), "modes": modes}
 

@@ -7,7 +7,8 @@ Three modes share the graph, so they differ only in how the answer is made:
   values, with no single frame as the default;
 - ``panel``: every panel member (a tradition with its values and voice) answers in one batched
   ``engine.chat`` call, optionally revises once after reading the others (batched again), and a
-  synthesizer weaves the answers into one that names the traditions it draws on.
+  synthesizer writes a one-sentence overview and one whole key point per member, each attributed
+  (``synthesis.py``: JSON-schema drafts, validated and retried, with an extractive fallback).
 
 Every mode ends with ``final``. The Perspectives Distribution Score of that answer is measured in
 ``orchestration.pds``; ``converse`` stores it with the answer. Panels are pydantic specs, loaded
@@ -29,11 +30,10 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from manyheads.agents.hygiene import clean, mid_sentence, sentences
+from manyheads.agents.hygiene import clean
 from manyheads.agents.prompts import Prompts
 from manyheads.errors import ConfigError
 from manyheads.models import Engine, SamplingParams
-from manyheads.models.embedder import embedder
 from manyheads.models.types import ChatMessage, Completion
 from manyheads.orchestration.room import (
     RoomContext,
@@ -41,18 +41,23 @@ from manyheads.orchestration.room import (
     context_of,
     run_alone,
     say,
+    speech_params,
     status,
     with_earlier,
 )
 from manyheads.orchestration.rooms.multiplex.pds import Classifier, score
+from manyheads.orchestration.rooms.multiplex.synthesis import (
+    degenerate,
+    synthesize_panel,
+    whole_sentences,
+)
 
 PROMPTS = Prompts(__package__)
 
 ASSISTANT, SYNTHESIZER = "Assistant", "Synthesizer"
 MIN_MEMBERS, MAX_MEMBERS = 2, 12
-NO_ANSWER = "(no answer)"
-GIST_CHARS = 240  # of each member answer, shown to the others and to the synthesizer
-MIN_DISTINCT = 0.35  # distinct/total words below which an answer is a loop, not an answer
+NO_ANSWER = "(No answer this time.)"  # a whole sentence: a reader never sees a cut one
+GIST_CHARS = 240  # of each member answer, shown to the others when they revise
 Mode = Literal["baseline", "contextual", "panel"]
 MODES: tuple[Mode, ...] = ("baseline", "contextual", "panel")
 
@@ -151,26 +156,13 @@ class MultiplexState(RoomState, total=False):
     sources: list[str]  # members the final answer draws on
     final: str
     speaker: str  # who gives the final answer
-
-
-def named_members(text: str, panel: Panel) -> list[str]:
-    """Members the text names, by full name or by the first word of it ("Confucian")."""
-    lowered = text.lower()
-    return [m.name for m in panel.members
-            if m.name.lower() in lowered
-            or re.search(rf"\b{re.escape(m.name.split()[0].lower())}", lowered)]
+    woven: dict[str, Any]  # panel: how the synthesis was made (drafted / extracted points)
 
 
 def gist(text: str, limit: int = GIST_CHARS) -> str:
     """The first two sentences of an answer, cut at ``limit``: what others are shown of it."""
     sentences = re.split(r"(?<=[.!?])\s+", " ".join(text.split()))
     return " ".join(sentences[:2])[:limit]
-
-
-def degenerate(text: str) -> bool:
-    """A looping answer ("a wise and wise answer that is a wise..."): few distinct words."""
-    words = re.findall(r"[a-z']+", text.lower())
-    return len(words) >= 20 and len(set(words)) / len(words) < MIN_DISTINCT
 
 
 STATUS = {"baseline": "answering", "contextual": "answering from several traditions",
@@ -182,8 +174,9 @@ def ctx(runtime: Runtime) -> RoomContext[MultiplexConfig]:
 
 
 def sampling(config: MultiplexConfig, max_tokens: int) -> SamplingParams:
-    return SamplingParams(max_tokens=max_tokens, temperature=config.temperature, top_p=0.9,
-                          seed=config.seed)
+    """The room's sampling with the rooms' shared repetition control (``speech_params``)."""
+    return speech_params(max_tokens=max_tokens, temperature=config.temperature, top_p=0.9,
+                         seed=config.seed)
 
 
 def conversation(system: str, user: str) -> list[ChatMessage]:
@@ -195,19 +188,50 @@ def member_system(member: PanelMember) -> str:
                           values=member.values, voice=member.voice)
 
 
-def spoken(stage: str, members: list[PanelMember],
-           completions: list[Completion]) -> dict[str, Any]:
+def heard(member: PanelMember, completion: Completion, names: list[str]):
+    """A member's answer after the shared hygiene step: its text (``NO_ANSWER`` when nothing
+    was left) and what hygiene did."""
+    cleaned = clean(completion.text, speaker=member.name, others=names,
+                    finish_reason=completion.finish_reason)
+    return (NO_ANSWER if cleaned.empty else cleaned.text), cleaned
+
+
+def usable(text: str, question: str) -> bool:
+    """An answer the synthesis can draw on: not empty, no loop, one whole sentence at least."""
+    return text != NO_ANSWER and not degenerate(text) and bool(whole_sentences(text, question))
+
+
+def spoken(stage: str, members: list[PanelMember], completions: list[Completion],
+           again: set[int] = frozenset()) -> dict[str, Any]:
     """The members' answers after the shared hygiene step (whole sentences, no loops)."""
     names = [m.name for m in members]
     answers, said = [], []
-    for member, completion in zip(members, completions, strict=True):
-        cleaned = clean(completion.text, speaker=member.name, others=names,
-                        finish_reason=completion.finish_reason)
-        text = NO_ANSWER if cleaned.empty else cleaned.text
+    for i, (member, completion) in enumerate(zip(members, completions, strict=True)):
+        text, cleaned = heard(member, completion, names)
         answers.append({"name": member.name, "tradition": member.tradition, "text": text})
-        said.append(say(member.name, text, meta={"stage": stage, "tradition": member.tradition,
-                                                 **cleaned.meta()}))
+        meta = {"stage": stage, "tradition": member.tradition, **cleaned.meta()}
+        said.append(say(member.name, text, meta=meta | ({"asked_again": True} if i in again
+                                                        else {})))
     return {"answers": answers, "said": said}
+
+
+def ask_members(engine: Engine, members: list[PanelMember], views: list[list[ChatMessage]],
+                params: SamplingParams, question: str) -> tuple[list[Completion], set[int]]:
+    """All members in one batch; those with nothing usable (empty, a loop, no whole sentence,
+    another script) are asked once more, together, with the next seed."""
+    names = [m.name for m in members]
+    completions = engine.chat(views, params)
+    failed = [i for i, c in enumerate(completions)
+              if not usable(heard(members[i], c, names)[0], question)]
+    again: set[int] = set()
+    if failed:
+        retry = engine.chat([views[i] for i in failed],
+                            params.model_copy(update={"seed": (params.seed or 0) + 1}))
+        for i, completion in zip(failed, retry, strict=True):
+            if usable(heard(members[i], completion, names)[0], question):
+                completions[i] = completion
+                again.add(i)
+    return completions, again
 
 
 def open_turn(state: MultiplexState, runtime: Runtime) -> dict:
@@ -233,7 +257,8 @@ def ask_panel(state: MultiplexState, runtime: Runtime) -> dict:
                                                            question=state["question"]))
              for m in members]
     params = sampling(context.config, context.config.member_tokens)
-    return spoken("answer", members, context.engine.chat(views, params))
+    completions, again = ask_members(context.engine, members, views, params, state["question"])
+    return spoken("answer", members, completions, again)
 
 
 def revise(state: MultiplexState, runtime: Runtime) -> dict:
@@ -246,56 +271,28 @@ def revise(state: MultiplexState, runtime: Runtime) -> dict:
                 if j != i and a["text"] != NO_ANSWER]))
         for i, m in enumerate(members)]
     params = sampling(context.config, context.config.member_tokens)
-    return spoken("revise", members, context.engine.chat(views, params))
-
-
-def key_points(answers: list[dict[str, str]], panel: Panel) -> list[tuple[str, str]]:
-    """One whole sentence per member: the one of its answer closest to its tradition's values
-    (MiniLM cosine). The panel's distinct points, never its cut-off words."""
-    values = {m.name: m.values for m in panel.members}
-    chosen = []
-    for answer in answers:
-        whole = [s for s in sentences(answer["text"]) if not mid_sentence(s)
-                 and len(s.split()) >= 4 and not degenerate(s)]
-        if whole:
-            model = embedder()
-            a = model.encode(whole, normalize_embeddings=True, convert_to_numpy=True)
-            b = model.encode([values[answer["name"]]], normalize_embeddings=True,
-                             convert_to_numpy=True)
-            chosen.append((answer["name"], whole[int((a @ b.T).argmax())]))
-    return chosen
+    completions, again = ask_members(context.engine, members, views, params, state["question"])
+    return spoken("revise", members, completions, again)
 
 
 def synthesize(state: MultiplexState, runtime: Runtime) -> dict:
-    """The synthesizer's paragraph (cleaned back to whole sentences), followed by one key point
-    per member; the points alone when the model's paragraph is empty or loops."""
+    """A one-sentence overview and one whole, attributed key point per member (``synthesis``);
+    when no member's point survived, the final answer says whose answers it had."""
     context = ctx(runtime)
     status("the synthesizer is weaving the answers")
     panel = context.config.panel()
-    heard = [a for a in state["answers"] if a["text"] != NO_ANSWER and not degenerate(a["text"])]
-    text = ""
-    if heard:
-        shown = [a | {"text": gist(a["text"])} for a in heard]
-        prompt = PROMPTS.render("synthesize", question=state["question"], answers=shown)
-        completion = context.engine.chat(
-            [conversation(PROMPTS.render("synthesizer_system"), prompt)],
-            sampling(context.config, context.config.max_tokens))[0]
-        cleaned = clean(completion.text, speaker=SYNTHESIZER,
-                        others=[a["name"] for a in heard],
-                        finish_reason=completion.finish_reason)
-        text = "" if cleaned.empty or cleaned.looped or degenerate(cleaned.text) else cleaned.text
-    points = key_points(heard, panel)
-    lines = [f"- {name}: {sentence}" for name, sentence in points]
-    if lines:
-        text = f"{text}\n\nKey points from the panel:\n" + "\n".join(lines) if text else \
-            "Key points from the panel:\n" + "\n".join(lines)
-    body = text.strip() or NO_ANSWER
-    sources = named_members(body, panel)
+    answers = [a for a in state["answers"] if a["text"] != NO_ANSWER and not degenerate(a["text"])]
+    values = {m.name: m.values for m in panel.members}
+    woven = synthesize_panel(context.engine, state["question"], answers, values,
+                             sampling(context.config, context.config.max_tokens))
+    body = woven.text() or NO_ANSWER
+    sources = [p.member for p in woven.points]
     final = body
-    if not sources:  # no member named and no whole sentence to quote: say whose answers it had
-        sources = [a["name"] for a in heard]
+    if not sources:  # no member's point to show: say whose answers the synthesizer had
+        sources = [a["name"] for a in answers]
         final = f"{body}\n\nPerspectives drawn on: {', '.join(sources)}." if sources else body
-    return {"synthesis": body, "sources": sources, "final": final, "speaker": SYNTHESIZER}
+    return {"synthesis": body, "sources": sources, "final": final, "speaker": SYNTHESIZER,
+            "woven": woven.meta()}
 
 
 def conclude(state: MultiplexState, runtime: Runtime) -> dict:
@@ -303,6 +300,8 @@ def conclude(state: MultiplexState, runtime: Runtime) -> dict:
     context = ctx(runtime)
     config = context.config
     meta: dict[str, Any] = {"stage": "final", "mode": config.mode, "sources": state["sources"]}
+    if state.get("woven"):
+        meta["synthesis"] = state["woven"]
     if config.measure:
         status("measuring the perspectives")
         pds = score(state["synthesis"], config.panel().perspectives(),
