@@ -104,3 +104,9 @@ def test_scenario_drafts_get_real_names_or_the_fallback():
     assert (scenario.persuader, scenario.persuadee) == FALLBACK_NAMES
     good = ScenarioDraft(persuader="Maria", persuadee="Tom", **fields)
     assert _from_draft(good, "home", strict_names=True).scenario.persuadee == "Tom"
+
+
+def test_a_title_is_part_of_a_name_but_not_of_its_identity():
+    assert valid_pair("Dr. Smith", "Tim") and valid_pair("Dr. Johnson", "Dr. Smith")
+    assert valid_pair("Mr. Liu", "Xiao Mei")
+    assert not is_person_name("Dr.") and not valid_pair("Dr. Ada", "Ada")

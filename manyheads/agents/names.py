@@ -37,6 +37,8 @@ NOT_NAME_WORDS = frozenset({
     "answer", "respond", "name", "names", "firstname", "lastname", "persuader", "persuadee",
     "user", "assistant", "system", "agent", "speaker", "person", "character", "persona",
     "unknown", "anonymous", "none", "null", "placeholder", "example", "someone", "somebody"})
+# A title before a name ("Dr. Smith", "Mr. Liu"): allowed, and ignored when comparing names.
+HONORIFICS = frozenset({"mr", "mrs", "ms", "miss", "dr", "prof", "sir", "dame", "mx"})
 _WRAPPERS = " \t\n\"'`*_\u201c\u201d\u2018\u2019"
 
 
@@ -52,9 +54,15 @@ def _word_ok(word: str) -> bool:
     return bool(core) and core.isalpha() and word[0].isalpha() and word[-1].isalpha()
 
 
+def _title(word: str) -> bool:
+    return word.rstrip(".").lower() in HONORIFICS
+
+
 def check_person_name(name: str) -> str:
     """``name`` if it is a plausible person's name, else ``ValueError`` saying why."""
     words = name.split()
+    if len(words) > 1 and _title(words[0]):
+        words = words[1:]  # "Dr. Smith": the title is checked by _title, the rest as a name
     if not 1 <= len(words) <= MAX_WORDS:
         raise ValueError(f"a name has 1 to {MAX_WORDS} words, got {len(words)}")
     for word in words:
@@ -88,8 +96,10 @@ def is_person_name(value: object) -> bool:
 
 
 def same_person(a: str, b: str) -> bool:
-    """Two names a reader would confuse: equal, or the same first name, ignoring case."""
-    a_words, b_words = a.casefold().split(), b.casefold().split()
+    """Two names a reader would confuse: equal, or the same first word after any title,
+    ignoring case ("Ada Lovelace" and "Ada Byron"; "Dr. Smith" and "Dr. Jones" differ)."""
+    a_words, b_words = ([w for w in n.casefold().split() if not _title(w)] or n.casefold().split()
+                        for n in (a, b))
     return a_words == b_words or (bool(a_words) and bool(b_words) and a_words[0] == b_words[0])
 
 

@@ -93,7 +93,8 @@ def payload(state: DialogueState, config: PersuasionConfig, scenario_index: int,
         "leaks": sum(len(leaks(prompt, scenario, public)) for prompt in state.persuader_prompts),
         "double_blind": config.double_blind,
         "hygiene": state.hygiene,
-        "names_valid": valid_pair(scenario.persuader, scenario.persuadee),
+        "names_valid": valid_pair(scenario.persuader, scenario.persuadee)
+        if scenario.drafted else None,
         "engine": engine.name,
         "model": engine.model_name,
     }

@@ -124,9 +124,17 @@ def summarise(payloads: list[dict[str, Any]]) -> dict[str, Any]:
         "strategy_methods": dict(Counter(s["method"] for s in strategies)),
         "leaks": sum(p["leaks"] for p in payloads),
         "double_blind": all(p["double_blind"] for p in payloads),
-        "invalid_name_rate": round(sum(not p.get("names_valid", True) for p in payloads) / n, 4),
+        **_names(payloads),
         **_quality(payloads),
     }
+
+
+def _names(payloads: list[dict[str, Any]]) -> dict[str, Any]:
+    """Invalid names among the model-written ones (drafted scenarios; ``names_valid`` None for
+    the dataset's own)."""
+    checked = [p["names_valid"] for p in payloads if p.get("names_valid") is not None]
+    return {"invalid_name_rate": round(sum(not v for v in checked) / len(checked), 4)
+            if checked else 0.0, "names_checked": len(checked)}
 
 
 def _quality(payloads: list[dict[str, Any]]) -> dict[str, Any]:

@@ -52,6 +52,9 @@ class Scenario(BaseModel):
     domain: list[str] = Field(default_factory=list, max_length=20)
     preventive: MentalAction  # what the persuadee wants to do now (hidden)
     generative: MentalAction  # what the persuader wants it to do (hidden belief and desire)
+    # Names written by the model (validated, with fallbacks), not by the dataset's authors,
+    # whose parties may be groups ("Council members"): only these count as invalid names.
+    drafted: bool = False
 
     @field_validator("persuadee")
     @classmethod
@@ -179,7 +182,7 @@ def _from_draft(draft: ScenarioDraft, domain: str, *, strict_names: bool) -> Sce
         raise ValueError(f"not two people's names: {draft.persuader!r}, {draft.persuadee!r}")
     scenario = Scenario(
         tag=domain, background=draft.background.strip(), persuader=persuader,
-        persuadee=persuadee, goal=goal, domain=[domain],
+        persuadee=persuadee, goal=goal, domain=[domain], drafted=True,
         preventive=MentalAction(content=draft.preventive_action.strip() or "none",
                                 belief=draft.preventive_belief.strip() or "none",
                                 desire=draft.preventive_desire.strip() or "none"),
