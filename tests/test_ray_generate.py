@@ -13,14 +13,14 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import psutil
 import pytest
 import ray
-from sqlalchemy import create_engine, make_url, select, text
+from sqlalchemy import select
+from storage_fixtures import BACKENDS, db_url  # noqa: F401 - fixture
 
 from manyheads.errors import EngineError
 from manyheads.orchestration.conversation import ChatOptions
@@ -31,7 +31,6 @@ from manyheads.storage.models import Dataset, DatasetItem, WorkItem
 
 SETTINGS = {"turns": 1, "max_tokens": 12}
 OPTIONS = ChatOptions(config=SETTINGS)
-POSTGRES_URL = os.environ.get("MANYHEADS_TEST_POSTGRES_URL")
 
 
 def prompts(n: int) -> list[str]:
@@ -184,24 +183,11 @@ def _done(url: str, name: str) -> int:
         return 0 if dataset is None else ledger.progress(db, dataset.id).done
 
 
-@pytest.fixture
-def postgres_url():
-    if not POSTGRES_URL:
-        pytest.skip("MANYHEADS_TEST_POSTGRES_URL is not set")
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    name = f"manyheads_test_{uuid.uuid4().hex[:16]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
+# PostgreSQL only (SKIP LOCKED claims): collected when the CI server is there, not skipped.
 @pytest.mark.slow
-def test_two_drivers_at_once_on_postgresql_do_each_item_once(postgres_url, tmp_path):
+@pytest.mark.parametrize("db_url", BACKENDS[1:], indirect=True)
+def test_two_drivers_at_once_on_postgresql_do_each_item_once(db_url, tmp_path):  # noqa: F811
+    postgres_url = db_url
     Store.open(postgres_url).close()  # migrate once, so the drivers race on the work only
     command = cli("--prompts", str(write_prompts(tmp_path / "p.jsonl", 6)), "--name", "two",
                   "--workers", "1", out=tmp_path / "out")
