@@ -8,11 +8,12 @@ Each built-in room answers its packaged example (``Room.example``; the demo room
 (``harness.generate.chat_quality``). ``--dialogues`` persuasion dialogues on the packaged CToMPersu
 scenarios run as ``manyheads generate persuasion`` runs them (``metrics.summarise``).
 "Before" sets ``MANYHEADS_HYGIENE=0`` (``agents.hygiene.enabled``): no repair, no resampling,
-no penalties, only the flags a metric needs.
+no penalties, no few-shot examples, only the flags a metric needs.
 
 ``--sweep-dialogues`` persuasion dialogues plus the demo example then run once per candidate of
-``SWEEP`` (hygiene on) to back the rooms' ``SPEECH_PENALTIES`` with numbers: how often hygiene
-had to cut a loop, repeated sentences across a dialogue, distinct-2 and length.
+``SWEEP`` (hygiene on) to back the rooms' ``SPEECH_PENALTIES`` and their few-shot examples with
+numbers: how often hygiene had to cut a loop, repeated sentences across a dialogue, distinct-2
+and length.
 
 Writes ``bench/results/quality.json`` (per room before/after, the worst room after per target,
 the targets and whether each is met, the sweep) and ``bench/results/quality.png``.
@@ -38,6 +39,7 @@ from rich.table import Table
 from sqlalchemy import select
 
 from manyheads.agents.hygiene import quality
+from manyheads.agents.prompts import Prompts
 from manyheads.models import Engine, make_engine
 from manyheads.orchestration import room as room_module
 from manyheads.orchestration.conversation import ChatOptions
@@ -57,14 +59,26 @@ METRICS = ("trimmed_rate", "mid_sentence_rate", "repeated_sentence_rate", "instr
            "invalid_name_rate", "distinct_1", "distinct_2", "mean_words", "empty_rate")
 TARGETS = {"mid_sentence_rate": 0.01, "repeated_sentence_rate": 0.05,
            "instruction_echo_rate": 0.02, "invalid_name_rate": 0.0}  # each: at most this
-SWEEP = [{"repetition_penalty": rp, "no_repeat_ngram_size": n}
-         for n in (0, 4) for rp in (1.0, 1.1, 1.2)]
+SWEEP = [{"repetition_penalty": rp, "no_repeat_ngram_size": n, "examples": True}
+         for n, rp in ((0, 1.0), (0, 1.1), (0, 1.2), (4, 1.1), (4, 1.2))]
+SWEEP.append({"repetition_penalty": 1.1, "no_repeat_ngram_size": 4, "examples": False})
+CHOICE = ("repetition_penalty", "no_repeat_ngram_size", "examples")
 
 
 @contextmanager
 def hygiene(on: bool):
     """Hygiene and repetition control on or off (``MANYHEADS_HYGIENE``) for the block."""
     with mock.patch.dict(os.environ, {"MANYHEADS_HYGIENE": "1" if on else "0"}):
+        yield
+
+
+@contextmanager
+def examples(on: bool):
+    """The rooms' few-shot exchanges (``examples.yaml``) shown or not for the block."""
+    if on:
+        yield
+        return
+    with mock.patch.object(Prompts, "examples", lambda self, role, **variables: []):
         yield
 
 
@@ -109,13 +123,16 @@ def measure(engine: Engine, store: Store, phase: str, args, progress) -> dict[st
 
 
 def sweep(engine: Engine, store: Store, args, progress) -> Iterator[dict[str, Any]]:
-    """Each candidate on the demo example and ``--sweep-dialogues`` dialogues, hygiene on."""
+    """Each candidate (penalties, few-shot examples shown or not) on the demo example and
+    ``--sweep-dialogues`` dialogues, hygiene on."""
     task = progress.add_task("penalty sweep", total=len(SWEEP))
     records = load_scenarios(package_scenarios())
     items = [(f"{i:06d}", records[i % len(records)].scenario)
              for i in range(args.sweep_dialogues)]
     for index, candidate in enumerate(SWEEP):
-        with mock.patch.dict(room_module.SPEECH_PENALTIES, candidate, clear=True):
+        penalties = {k: v for k, v in candidate.items() if k != "examples"}
+        with (mock.patch.dict(room_module.SPEECH_PENALTIES, penalties, clear=True),
+              examples(candidate["examples"])):
             demo = room_items(engine, store, "demo", f"sweep{index}", args.demo_turns,
                               lambda: None)
             done = run_batch(engine, items, args.persuasion, concurrency=args.concurrency)
@@ -136,7 +153,7 @@ def best(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Fewest loops cut plus repeated sentences; ties to the higher distinct-2."""
     top = min(rows, key=lambda r: (round(r["looped_rate"] + r["repeated_sentence_rate"], 3),
                                    -r["distinct_2"]))
-    return {k: top[k] for k in ("repetition_penalty", "no_repeat_ngram_size")}
+    return {k: top[k] for k in CHOICE}
 
 
 def worst(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:

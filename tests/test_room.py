@@ -1,12 +1,17 @@
-"""``room.utter``'s control flow (the hygiene step, one resample) on a scripted engine."""
+"""``room.utter``'s control flow (the hygiene step, one resample) on a scripted engine, and the
+few-shot examples an agent is shown."""
 
 from __future__ import annotations
 
-from manyheads.agents import Agent, AgentSpec, Turn
+import pytest
+
+from manyheads.agents import Agent, AgentSpec, Example, Turn
 from manyheads.agents.hygiene import PLACEHOLDER
+from manyheads.agents.prompts import Prompts, load_examples
+from manyheads.errors import ConfigError
 from manyheads.models.engine import Engine
 from manyheads.models.types import Completion
-from manyheads.orchestration.room import RoomContext, speech_params, utter
+from manyheads.orchestration.room import RoomContext, speech_examples, speech_params, utter
 
 
 class Scripted(Engine):
@@ -57,3 +62,52 @@ def test_nothing_twice_ends_in_the_placeholder():
 def test_no_whole_sentence_is_sampled_once_more():
     said = _utter(Scripted("Sure thing", "Sure thing, mint it is."))
     assert said["content"] == "Sure thing, mint it is." and said["meta"]["hygiene"] == ["resampled"]
+
+
+def test_a_copy_of_the_shown_example_is_a_repeat_and_sampled_once_more():
+    engine = Scripted("Who pays is a fair point.", "Mint grows fast. Try it.")
+    example = Example(ask="Reply to Ada.", answer="Who pays is a fair point.")
+    agent = Agent(AgentSpec(name="Basil", system_prompt="You are Basil.", examples=[example],
+                            sampling=speech_params(max_tokens=32)), engine)
+    said = utter(RoomContext(engine=engine, config=None), agent,
+                 [Turn(speaker="Ada", content="Herbs grow well on a balcony.")], "Reply to Ada.")
+    assert said["content"] == "Mint grows fast. Try it."
+    assert "resampled" in said["meta"]["hygiene"]
+
+
+def test_examples_come_between_the_system_prompt_and_the_conversation():
+    example = Example(ask="Bob: Hello?", answer="Hello, Bob.")
+    agent = Agent(AgentSpec(name="Ada", system_prompt="You are Ada.", examples=[example]),
+                  Scripted())
+    view = agent.view([Turn(speaker="Basil", content="Hi.")], "Reply to Basil.")
+    assert [(m["role"], m["content"]) for m in view] == [
+        ("system", "You are Ada."), ("user", "Bob: Hello?"), ("assistant", "Hello, Bob."),
+        ("user", "Basil: Hi."), ("user", "Reply to Basil.")]
+
+
+def test_packaged_examples_render_with_the_rooms_names_and_go_with_hygiene(monkeypatch):
+    from manyheads.orchestration.rooms.demo.graph import PROMPTS as DEMO
+    from manyheads.orchestration.rooms.persuasion.graph import PROMPTS as PERSUASION
+
+    shown = speech_examples(DEMO, "guest", host="Ada", guest="Basil", topic="Bikes?")
+    assert shown and shown[0].ask.startswith("Ada: ") and "Reply to Ada's" in shown[0].ask
+    for role in ("persuader", "persuadee"):
+        assert speech_examples(PERSUASION, role, persuader="Ann", persuadee="Bo")
+    assert speech_examples(DEMO, "nobody", host="Ada", guest="Basil", topic="x") == []
+    monkeypatch.setenv("MANYHEADS_HYGIENE", "0")  # the "before" of bench/quality.py
+    assert speech_examples(DEMO, "guest", host="Ada", guest="Basil", topic="Bikes?") == []
+
+
+def test_a_malformed_examples_file_says_where(tmp_path, monkeypatch):
+    package = tmp_path / "myroom"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "prompts.yaml").write_text("a: b\n")
+    (package / "examples.yaml").write_text("guest:\n  - ask: Hello?\n")  # no answer
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match=r"myroom/examples.yaml:guest: .*answer"):
+        Prompts("myroom").examples("guest")
+    (package / "examples.yaml").write_text("guest:\n  - ask: '{{ who }}'\n    answer: Hi.\n")
+    load_examples.cache_clear()
+    with pytest.raises(ConfigError, match=r"myroom/examples.yaml:guest: 'who' is undefined"):
+        Prompts("myroom").examples("guest")

@@ -27,6 +27,14 @@ class Turn(BaseModel):
     visible_to: str | None = None
 
 
+class Example(BaseModel):
+    """A shown exchange: an instruction like the room's and an answer in character. A small model
+    copies the form of what it has just seen more readily than it follows a description."""
+
+    ask: str = Field(min_length=1)
+    answer: str = Field(min_length=1)
+
+
 class AgentSpec(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     role: str = ""
@@ -35,6 +43,12 @@ class AgentSpec(BaseModel):
                                        description="speakers whose private turns it may read")
     sees_observer: bool = False
     sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(max_tokens=96))
+    examples: list[Example] = Field(default_factory=list,
+                                    description="few-shot exchanges shown after the system prompt")
+
+    def shown(self) -> list[str]:
+        """The example answers it was shown: a reply that copies one is a repeat, not speech."""
+        return [example.answer for example in self.examples]
 
     def can_see(self, turn: Turn) -> bool:
         if turn.speaker == self.name:
@@ -56,8 +70,12 @@ class Agent:
         return self.spec.name
 
     def view(self, turns: list[Turn], instruction: str | None = None) -> list[ChatMessage]:
-        """The conversation this agent is shown: its own turns as assistant, others as user."""
+        """The conversation this agent is shown: its examples, then its own turns as assistant
+        and the others' as user."""
         messages: list[ChatMessage] = [{"role": "system", "content": self.spec.system_prompt}]
+        for example in self.spec.examples:
+            messages.append({"role": "user", "content": example.ask})
+            messages.append({"role": "assistant", "content": example.answer})
         for turn in turns:
             if not self.spec.can_see(turn):
                 continue

@@ -23,8 +23,9 @@ from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
-from manyheads.agents import Agent, Turn, hygiene
+from manyheads.agents import Agent, Example, Turn, hygiene
 from manyheads.agents.hygiene import clean
+from manyheads.agents.prompts import Prompts
 from manyheads.models import Engine, SamplingParams
 
 C = TypeVar("C", bound=BaseModel)
@@ -127,6 +128,12 @@ def speech_params(**fields: Any) -> SamplingParams:
     return SamplingParams(**{**penalties, **fields})
 
 
+def speech_examples(prompts: Prompts, role: str, **variables: Any) -> list[Example]:
+    """Few-shot exchanges for a free-text turn (``<room>/examples.yaml``); none while hygiene
+    is off, so ``MANYHEADS_HYGIENE=0`` measures the bare prompts."""
+    return prompts.examples(role, **variables) if hygiene.enabled() else []
+
+
 def utter(ctx: RoomContext, agent: Agent, turns: list[Turn], instruction: str | None,
           **fields: Any) -> dict[str, Any]:
     """An agent's free-text turn as a ``said`` entry, streamed when someone watches.
@@ -138,7 +145,7 @@ def utter(ctx: RoomContext, agent: Agent, turns: list[Turn], instruction: str | 
     done is kept in the message's ``meta["hygiene"]``.
     """
     others = tuple(dict.fromkeys(t.speaker for t in turns if t.speaker != agent.name))
-    earlier = [t.content for t in turns if agent.spec.can_see(t)]
+    earlier = [t.content for t in turns if agent.spec.can_see(t)] + agent.spec.shown()
     if ctx.streaming:
         text, finish = agent.speak(turns, instruction, delta_sink(agent.name)), None
     else:

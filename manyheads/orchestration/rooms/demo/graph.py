@@ -21,6 +21,7 @@ from manyheads.orchestration.room import (
     RoomState,
     context_of,
     history_turns,
+    speech_examples,
     speech_params,
     this_turn,
     utter,
@@ -51,7 +52,8 @@ def make_agents(context: RoomContext[DemoConfig], topic: str) -> list[Agent]:
     params = speech_params(max_tokens=config.max_tokens, stop=("\n\n",))
     names = {"host": config.host, "guest": config.guest, "topic": topic}
     return [Agent(AgentSpec(name=name, role=role, sampling=params,
-                            system_prompt=PROMPTS.render(f"{role}_system", **names)),
+                            system_prompt=PROMPTS.render(f"{role}_system", **names),
+                            examples=speech_examples(PROMPTS, role, **names)),
                   context.engine)
             for name, role in ((config.host, "host"), (config.guest, "guest"))]
 

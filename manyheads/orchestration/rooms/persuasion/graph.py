@@ -36,6 +36,7 @@ from manyheads.orchestration.room import (
     RoomState,
     context_of,
     say,
+    speech_examples,
     speech_params,
     status,
 )
@@ -134,7 +135,8 @@ def persuader_view(state: DialogueState, config: PersuasionConfig) -> PersuaderV
 
 def persuader_spec(view: PersuaderView) -> AgentSpec:
     return AgentSpec(name=view.persuader, role="persuader",
-                     system_prompt=PROMPTS.render("persuader_system", **_public(view)))
+                     system_prompt=PROMPTS.render("persuader_system", **_public(view)),
+                     examples=speech_examples(PROMPTS, "persuader", **_public(view)))
 
 
 def persuadee_spec(scenario: Scenario) -> AgentSpec:
@@ -150,7 +152,9 @@ def persuadee_spec(scenario: Scenario) -> AgentSpec:
             preventive_belief=_second_person(preventive.belief),
             preventive_desire=_second_person(preventive.desire),
             generative_belief=_sentence(_second_person(generative.belief)),
-            generative_desire=_sentence(_second_person(generative.desire))))
+            generative_desire=_sentence(_second_person(generative.desire))),
+        examples=speech_examples(PROMPTS, "persuadee", persuader=scenario.persuader,
+                                 persuadee=scenario.persuadee))
 
 
 # -- steps: (state, config) -> Call, then (state, config, completion) -> state updated ---------
@@ -212,7 +216,7 @@ def _persuader_cleaned(state: DialogueState, config: PersuasionConfig,
                        completion: Completion) -> Cleaned:
     scenario = state.scenario
     return _clean(state, completion, scenario.persuader, scenario.persuadee,
-                  _persuader_request(state, config).instruction)
+                  _persuader_request(state, config))
 
 
 def _persuader_apply(state: DialogueState, config: PersuasionConfig,
@@ -232,7 +236,7 @@ def _persuadee_cleaned(state: DialogueState, config: PersuasionConfig,
                        completion: Completion) -> Cleaned:
     scenario = state.scenario
     return _clean(state, completion, scenario.persuadee, scenario.persuader,
-                  _persuadee_request(state, config).instruction)
+                  _persuadee_request(state, config))
 
 
 def _persuadee_apply(state: DialogueState, config: PersuasionConfig,
@@ -529,13 +533,13 @@ def _params(config: PersuasionConfig, state: DialogueState, step: str, max_token
 
 
 def _clean(state: DialogueState, completion: Completion, speaker: str, other: str,
-           instruction: str) -> Cleaned:
+           call: Call) -> Cleaned:
     """The speaker's own words after the shared hygiene step (a small model prefixes its name,
-    scripts the other side, loops, repeats the last turn, echoes its instruction or runs out of
-    tokens mid-sentence)."""
+    scripts the other side, loops, repeats the last turn or its example's answer, echoes its
+    instruction or runs out of tokens mid-sentence)."""
     return clean(completion.text, speaker=speaker, others=[other, "Persuader", "Persuadee"],
-                 instruction=instruction, finish_reason=completion.finish_reason,
-                 earlier=[t.content for t in state.public_turns])
+                 instruction=call.instruction, finish_reason=completion.finish_reason,
+                 earlier=[t.content for t in state.public_turns] + call.spec.shown())
 
 
 def _say(state: DialogueState, speaker: str, cleaned: Cleaned) -> None:
