@@ -200,7 +200,7 @@ def main() -> None:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         return
     engine = LocalEngine(decoder="vanilla")
-    draft = DraftStep(engine.encode)
+    draft = DraftStep(engine.encode, engine.tokenizer.decode)
     arms = {"vanilla": vanilla_step, "draft": draft,
             "medusa": enable_medusa(engine, args.heads), "hydra": enable_medusa(engine, args.hydra)}
     started = time.perf_counter()

@@ -30,7 +30,7 @@ def make_step(engine: Any, name: str) -> Any:
     from manyheads.models.local.speculate import DraftStep
 
     if name == "draft":
-        return DraftStep(engine.encode)
+        return DraftStep(engine.encode, engine.tokenizer.decode)
     if name == "vanilla":
         return vanilla_step
     if name in ("medusa", "hydra"):
