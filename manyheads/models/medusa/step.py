@@ -81,21 +81,23 @@ class MedusaStep:
         return self._pruned[room]
 
     def _candidates(self, batch: Batch, tree: Tree, root: int) -> torch.Tensor:
-        """The tree's tokens [N]: the root, then the heads' guesses under it."""
+        """The tree's tokens [N]: the root, then the heads' guesses under it. Heads that share
+        the base lm_head project through that module itself, so they use its prepacked weight
+        (``prepack.py``: 8.0 against 10.7 ms for one row, 6.6 against 18.5 ms for four)."""
         if tree.size == 1:
             return torch.tensor([root])
-        weight = batch.model.get_output_embeddings().weight  # [V, H]
-        hidden = batch.last_hidden[0].to(weight.dtype)  # [H]
+        lm_head = batch.model.get_output_embeddings()
+        hidden = batch.last_hidden[0].to(lm_head.weight.dtype)  # [H]
         heads = self.heads
         if heads.config.sequential:
-            return self._sequential_candidates(batch, tree, root, hidden, weight)
+            return self._sequential_candidates(batch, tree, root, hidden, lm_head)
         need = tree.topk_per_head()  # only run the heads the tree uses
         feats = torch.stack([heads.head_features(i, hidden) for i in range(len(need))])  # [D, H]
-        logits = heads.project_first(feats, weight)  # [D, V]
+        logits = lm_head(feats) if heads.lm_heads is None else heads.project_first(feats)  # [D, V]
         return candidate_tokens(tree, root, torch.topk(logits, max(need), dim=-1).indices)
 
     def _sequential_candidates(self, batch: Batch, tree: Tree, root: int,
-                               hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+                               hidden: torch.Tensor, lm_head: torch.nn.Module) -> torch.Tensor:
         """Hydra: a node's children are head d's guesses after reading the node's own token
         (d = the node's depth), so each depth waits for the tokens of the one above."""
         embed = batch.model.get_input_embeddings().weight  # [V, H]
@@ -107,7 +109,9 @@ class MedusaStep:
             feats = self.heads.head_features(depth, hidden.expand(len(parents), -1),
                                              embed[tokens[parents]])  # [P, H]
             k = 1 + max(tree.ranks[c] for n in parents for c in kids[n])
-            top = torch.topk(self.heads.project(depth, feats, weight), k, dim=-1).indices
+            logits = lm_head(feats) if self.heads.lm_heads is None else \
+                self.heads.project(depth, feats)  # [P, V]
+            top = torch.topk(logits, k, dim=-1).indices
             for row, node in enumerate(parents):  # [P, k]
                 for child in kids[node]:
                     tokens[child] = top[row, tree.ranks[child]]
