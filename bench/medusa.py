@@ -30,6 +30,7 @@ from manyheads.models.local.decoders import SPEEDS
 from manyheads.models.local.engine import LocalEngine
 from manyheads.models.local.speculate import DraftStep
 from manyheads.models.medusa import default_heads_dir, enable_medusa, load_heads
+from manyheads.models.medusa.step import heads_for
 from manyheads.models.medusa.training.data import chat, load_prompts
 from manyheads.models.types import SamplingParams
 
@@ -201,7 +202,9 @@ def main() -> None:
         return
     engine = LocalEngine(decoder="vanilla")
     draft = DraftStep(engine.encode, engine.tokenizer.decode)
-    arms = {"vanilla": vanilla_step, "draft": draft,
+    draft_hydra = DraftStep(engine.encode, engine.tokenizer.decode,
+                            heads=heads_for(engine, args.hydra))
+    arms = {"vanilla": vanilla_step, "draft": draft, "draft-hydra": draft_hydra,
             "medusa": enable_medusa(engine, args.heads), "hydra": enable_medusa(engine, args.hydra)}
     started = time.perf_counter()
     generic = [(c, chat(t), None, args.max_tokens) for c, t in bench_prompts(args.prompts)]
@@ -211,7 +214,8 @@ def main() -> None:
         "rooms": measure(engine, arms, room_requests("rooms", args.room_prompts), args.repeats,
                          args.max_tokens, console, "rooms"),
         # Medusa trees fall back to plain steps on grammar rows: only the draft step competes.
-        "structured": measure(engine, {"vanilla": vanilla_step, "draft": draft},
+        "structured": measure(engine, {"vanilla": vanilla_step, "draft": draft,
+                                       "draft-hydra": draft_hydra},
                               room_requests("structured", args.structured), args.repeats,
                               args.structured_max_tokens, console, "structured"),
     }
@@ -232,11 +236,12 @@ def main() -> None:
         return name, lossless[name]["speedup"]
     result["best_decoder"], result["best_speedup"] = best("generic")
     result["best_decoder_room"], result["best_speedup_room"] = best("rooms")
-    result["structured_speedup"] = result["structured"]["draft"]["speedup"]
+    result["best_decoder_structured"], result["structured_speedup"] = best("structured")
     result["lossless_fraction"] = min(v["lossless_fraction"] for w in workloads
                                       for d, v in result[w].items() if d != "items")
-    result["draft_stats"] = {"proposed": draft.proposed, "kept": draft.kept,
-                             "tokens_per_speculative_step": draft.mean_accepted}
+    result["draft_stats"] = {name: {"proposed": step.proposed, "kept": step.kept,
+                                    "tokens_per_speculative_step": step.mean_accepted}
+                             for name, step in (("draft", draft), ("draft-hydra", draft_hydra))}
     result["per_head_accuracy"] = {
         "medusa": load_heads(args.heads).config.training.get("eval_accuracy"),
         "hydra": load_heads(args.hydra).config.training.get("eval_accuracy")}

@@ -13,6 +13,8 @@ import platformdirs
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from manyheads.models.local.decoders import DecoderName
+
 EngineName = Literal["local", "vllm", "openai"]
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -33,7 +35,7 @@ class Settings(BaseSettings):
     hygiene: bool = True
     # The local engine's decode step (``models/local/decoders.py``); the default is the fastest
     # lossless one ``bench/medusa.py`` measured on the 2-core CPU.
-    decoder: Literal["draft", "vanilla", "medusa", "hydra"] = "draft"
+    decoder: DecoderName = "draft"
 
     @field_validator("engine", mode="before")
     @classmethod

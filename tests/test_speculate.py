@@ -65,6 +65,22 @@ def test_greedy_drafts_are_token_for_token_vanilla(local_engine):
     assert draft.mean_accepted > 1.5
 
 
+@pytest.mark.parametrize("sequential", [True, False], ids=["hydra", "medusa"])
+def test_head_drafts_where_nothing_repeats_are_token_for_token_vanilla(local_engine,
+                                                                       sequential):
+    """Heads guess where n-grams have nothing; greedy and seeded sampling stay vanilla's."""
+    from manyheads.models.medusa.heads import default_heads_dir
+    from manyheads.models.medusa.step import heads_for
+
+    heads = heads_for(local_engine, default_heads_dir(sequential=sequential))
+    draft = DraftStep(local_engine.encode, local_engine.tokenizer.decode, heads=heads)
+    prompt = "Write two sentences about why the sky is blue."
+    for params in ({}, {"temperature": 0.8, "top_p": 0.95, "seed": 3}):
+        want = _run(local_engine, vanilla_step, prompt, max_tokens=40, **params)
+        assert _run(local_engine, draft, prompt, max_tokens=40, **params) == want
+    assert draft.kept["heads"] > 0 and draft.proposed["heads"] > draft.kept["heads"]
+
+
 def test_the_shared_batch_speculates_alone_and_batches_together(local_engine):
     """A DraftStep drives the shared batch: one caller speculates, two callers batch, and
     greedy output matches a solo vanilla run either way."""
@@ -106,13 +122,15 @@ def test_a_seeded_draw_depends_on_seed_and_position_only():
     assert draw(probs, 11, 5) == draw(probs, 11, 5)
 
 
-@pytest.mark.parametrize("decoder", ["draft", "vanilla"])
+@pytest.mark.parametrize("decoder", ["draft", "draft-hydra", "vanilla"])
 def test_engine_decoder_option(decoder):
     from manyheads.models.local.engine import LocalEngine
 
     engine = LocalEngine(decoder=decoder)
     try:
-        assert isinstance(engine.step, DraftStep) == (decoder == "draft") and engine.batched
+        assert isinstance(engine.step, DraftStep) == decoder.startswith("draft")
+        assert engine.batched
+        assert (getattr(engine.step, "heads", None) is not None) == (decoder == "draft-hydra")
     finally:
         engine.close()
 

@@ -13,9 +13,10 @@ from typing import Any, Literal
 
 from manyheads.errors import ConfigError
 
-DecoderName = Literal["draft", "vanilla", "medusa", "hydra"]
+DecoderName = Literal["draft", "draft-hydra", "vanilla", "medusa", "hydra"]
 DECODERS: dict[str, str] = {
     "draft": "grammar jump-forward + n-gram drafts",
+    "draft-hydra": "grammar jump-forward + n-gram drafts, Hydra heads where nothing repeats",
     "vanilla": "one token per pass",
     "medusa": "Medusa heads, tree verification",
     "hydra": "Hydra heads, tree verification",
@@ -31,6 +32,12 @@ def make_step(engine: Any, name: str) -> Any:
 
     if name == "draft":
         return DraftStep(engine.encode, engine.tokenizer.decode)
+    if name == "draft-hydra":
+        from manyheads.models.medusa.heads import default_heads_dir
+        from manyheads.models.medusa.step import heads_for
+
+        return DraftStep(engine.encode, engine.tokenizer.decode,
+                         heads=heads_for(engine, default_heads_dir(sequential=True)))
     if name == "vanilla":
         return vanilla_step
     if name in ("medusa", "hydra"):

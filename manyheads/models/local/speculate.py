@@ -8,6 +8,9 @@ a schema forces. Two draft sources read that for free:
 * ``ngram``: prompt lookup, the tokens that followed the latest earlier occurrence of the last
   few tokens, searched in the prompt (the session's transcript) and the output so far.
 
+Where neither has anything, trained draft ``heads`` (Medusa or Hydra, optional) guess a short
+chain from the last hidden state: their top-1 token per depth, for the cost of the heads alone.
+
 One step: the row's own next token (the root), then the drafts after it, all fed in ONE forward
 pass; each draft is kept while it is exactly the token the row would have chosen there: the
 constrained argmax, or for a sampled row its draw at that position (``decode.draw`` fixes the
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -34,6 +38,9 @@ from manyheads.models.local.decode import (
     record_logprob,
     vanilla_step,
 )
+
+if TYPE_CHECKING:
+    from manyheads.models.medusa.heads import MedusaHeads
 
 Encode = Callable[[str], list[int]]
 Decode = Callable[[list[int]], str]
@@ -110,19 +117,23 @@ class DraftStep:
 
     ``encode``/``decode`` are the engine's tokenizer; ``ngram_tokens`` bounds an n-gram draft
     (each extra verified token costs a little: see ``bench/verify_cost.py``), ``forced_tokens`` a
-    grammar draft (the text is certain, its tokens are not: see ``_spell``).
+    grammar draft (the text is certain, its tokens are not: see ``_spell``); ``heads`` and
+    ``head_tokens`` the heads' chain where the other two have nothing.
     """
 
     def __init__(self, encode: Encode, decode: Decode, *, ngram_tokens: int = 8,
-                 forced_tokens: int = 16, ngram: bool = True, grammar: bool = True) -> None:
+                 forced_tokens: int = 16, ngram: bool = True, grammar: bool = True,
+                 heads: MedusaHeads | None = None, head_tokens: int = 2) -> None:
         self.encode, self.decode = encode, decode
         self.ngram_tokens = ngram_tokens if ngram else 0
         self.forced_tokens = forced_tokens if grammar else 0
+        self.heads = heads
+        self.head_tokens = min(head_tokens, heads.config.num_heads) if heads is not None else 0
         self.rates = AcceptanceRate()
         self.steps = 0  # statistics, as ``MedusaStep`` keeps them: speculative steps taken,
         self.tokens = 0  # the tokens they emitted (roots included),
-        self.proposed = {"grammar": 0, "ngram": 0}  # and each source's drafts
-        self.kept = {"grammar": 0, "ngram": 0}
+        self.proposed = {"grammar": 0, "ngram": 0, "heads": 0}  # and each source's drafts
+        self.kept = {"grammar": 0, "ngram": 0, "heads": 0}
 
     def __call__(self, batch: Batch) -> list[list[int]]:
         if len(batch.rows) != 1 or batch.observers:
@@ -133,7 +144,7 @@ class DraftStep:
         record_logprob(row, root_logits, root)
         room = row.params.max_tokens - len(row.tokens) - 1
         drafts, sources, order = ([], [], 0) if root in batch.eos_ids or room <= 0 else \
-            self._draft(row, root, room)
+            self._draft(batch, row, root, room)
         if not drafts:
             decode_one(batch, torch.tensor([root]))
             return [[root]]
@@ -153,7 +164,8 @@ class DraftStep:
         return self.tokens / self.steps if self.steps else 0.0
 
     # -- drafts --------------------------------------------------------------------------------
-    def _draft(self, row: Row, root: int, room: int) -> tuple[list[int], list[str], int]:
+    def _draft(self, batch: Batch, row: Row, root: int,
+               room: int) -> tuple[list[int], list[str], int]:
         """Draft tokens after ``root``, the source of each, and the n-gram order used."""
         drafts: list[int] = []
         grammar = row.grammar
@@ -173,6 +185,9 @@ class DraftStep:
             order = order if more else 0
             drafts += more
             sources += ["ngram"] * len(more)
+        if not drafts and self.head_tokens and batch.last_hidden is not None:
+            drafts = self._head_chain(batch, root, min(self.head_tokens, room))
+            sources = ["heads"] * len(drafts)
         for source in sources:
             self.proposed[source] += 1
         return drafts, sources, order
@@ -196,6 +211,29 @@ class DraftStep:
         grammar.rollback(len(spelled))
         rest = text[len(self.decode(spelled)):] if spelled else text
         return spelled + (self.encode(rest) if rest else [])
+
+    @torch.no_grad()
+    def _head_chain(self, batch: Batch, root: int, k: int) -> list[int]:
+        """The heads' top-1 guesses for the k tokens after ``root``. Medusa heads read the last
+        hidden state only; Hydra heads also read the token before, so depth d waits for d-1.
+        Shared heads project through the base lm_head module (prepacked where packed)."""
+        heads = self.heads
+        lm_head = batch.model.get_output_embeddings()
+        hidden = batch.last_hidden[0].to(lm_head.weight.dtype)  # [H]
+
+        def project(depth: int, feats: torch.Tensor) -> torch.Tensor:  # [..., H] -> [..., V]
+            return lm_head(feats) if heads.lm_heads is None else heads.project(depth, feats)
+
+        if not heads.config.sequential:
+            feats = torch.stack([heads.head_features(i, hidden) for i in range(k)])  # [k, H]
+            return [int(project(i, f).argmax()) for i, f in enumerate(feats)]
+        embed = batch.model.get_input_embeddings().weight  # [V, H]
+        chain, previous = [], root
+        for depth in range(k):
+            previous = int(project(depth, heads.head_features(depth, hidden,
+                                                              embed[previous])).argmax())
+            chain.append(previous)
+        return chain
 
     # -- verification --------------------------------------------------------------------------
     def _verify(self, batch: Batch, row: Row, chain: list[int]) -> list[int]:

@@ -206,6 +206,14 @@ def enable_medusa(engine: Any, heads_dir: str | Path | None = None,
 
     Returns the step (it keeps acceptance statistics); ``engine.step = vanilla_step`` undoes it.
     """
+    heads = heads_for(engine, heads_dir)
+    step = MedusaStep(heads, tree or chosen_tree(heads_dir), **kwargs)
+    engine.step = step
+    return step
+
+
+def heads_for(engine: Any, heads_dir: str | Path | None = None) -> MedusaHeads:
+    """Heads (default: the shipped ones) checked against the engine's model and cast to it."""
     heads = load_heads(heads_dir)
     hidden = int(engine.model.config.hidden_size)
     vocab = int(engine.model.get_output_embeddings().weight.shape[0])
@@ -214,7 +222,4 @@ def enable_medusa(engine: Any, heads_dir: str | Path | None = None,
             f"Medusa heads are for hidden {heads.config.hidden_size} / vocab "
             f"{heads.config.vocab_size}, the model has {hidden} / {vocab}",
             hint="train heads for this model with `manyheads medusa train`")
-    heads.to(engine.model.get_output_embeddings().weight.dtype)
-    step = MedusaStep(heads, tree or chosen_tree(heads_dir), **kwargs)
-    engine.step = step
-    return step
+    return heads.to(engine.model.get_output_embeddings().weight.dtype)
