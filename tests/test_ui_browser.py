@@ -1,4 +1,5 @@
-"""The chat app in a real browser: `streamlit run` on loopback, driven by headless Chromium."""
+"""The chat app in a real browser: started as `make run` starts it (`manyheads ui`) on
+loopback, driven by headless Chromium; its terminal output is checked too."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import pytest
 from conftest import ROOT, free_port
 from playwright.sync_api import sync_playwright
 
-APP = ROOT / "manyheads" / "ui" / "app.py"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
@@ -23,9 +23,8 @@ def app_url(tmp_path):
     env = {**os.environ, "MANYHEADS_DATABASE_URL": f"sqlite:///{tmp_path}/browser.db"}
     log = (tmp_path / "streamlit.log").open("w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", "127.0.0.1",
-         "--server.port", str(port), "--server.headless", "true",
-         "--browser.gatherUsageStats", "false"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        [sys.executable, "-c", "from manyheads.cli import main; main()", "ui", "--host",
+         "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -35,7 +34,7 @@ def app_url(tmp_path):
                 break
         except httpx.HTTPError:
             time.sleep(0.5)
-    yield url
+    yield url, tmp_path / "streamlit.log"
     server.terminate()
     server.wait(timeout=30)
     log.close()
@@ -49,6 +48,7 @@ def chromium() -> str:
 
 @pytest.mark.slow
 def test_a_person_chats_with_the_demo_room_in_chromium(app_url):
+    app_url, terminal = app_url
     ARTIFACTS.mkdir(exist_ok=True)
     message = "<script>window.pwned = 1</script> bees & <b>honey</b>"
     with sync_playwright() as playwright:
@@ -68,3 +68,5 @@ def test_a_person_chats_with_the_demo_room_in_chromium(app_url):
     assert message in body  # shown exactly as typed, tags and all
     assert pwned is None  # and never run
     assert "Ada" in body and "Basil" in body
+    printed = terminal.read_text()
+    assert "Traceback" not in printed, printed  # a quiet terminal
