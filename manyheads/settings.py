@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     hygiene: bool = True
     # The local engine's decode step (``models/local/decoders.py``); the default is the fastest
     # lossless one ``bench/medusa.py`` measured on the 2-core CPU.
-    decoder: DecoderName = "draft"
+    decoder: DecoderName = "draft-hydra"
 
     @field_validator("engine", mode="before")
     @classmethod

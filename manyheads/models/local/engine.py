@@ -38,7 +38,7 @@ class LocalEngine(Engine):
 
     def __init__(self, model: str | Path | None = None, *, dtype: str = "float32",
                  attn_implementation: str = "sdpa", threads: int | None = None,
-                 max_batch: int = 32, decoder: DecoderName = "draft",
+                 max_batch: int = 32, decoder: DecoderName = "draft-hydra",
                  prepack: bool = True) -> None:
         if threads:
             torch.set_num_threads(threads)
