@@ -57,8 +57,7 @@ def main() -> None:
     torch.set_default_device(device)
     engine = types.SimpleNamespace(model=model, step=vanilla_step)
     arms = {"vanilla": vanilla_step,
-            "draft": DraftStep(lambda text: tokenizer.encode(text, add_special_tokens=False),
-                               tokenizer.decode)}
+            "draft": DraftStep(lambda text: tokenizer.encode(text, add_special_tokens=False))}
     for name, sequential in (("medusa", False), ("hydra", True)):
         step = enable_medusa(engine, default_heads_dir(sequential))
         step.heads.to(device)

@@ -201,8 +201,8 @@ def main() -> None:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         return
     engine = LocalEngine(decoder="vanilla")
-    draft = DraftStep(engine.encode, engine.tokenizer.decode)
-    draft_hydra = DraftStep(engine.encode, engine.tokenizer.decode,
+    draft = DraftStep(engine.encode)
+    draft_hydra = DraftStep(engine.encode,
                             heads=heads_for(engine, args.hydra))
     arms = {"vanilla": vanilla_step, "draft": draft, "draft-hydra": draft_hydra,
             "medusa": enable_medusa(engine, args.heads), "hydra": enable_medusa(engine, args.hydra)}

@@ -57,7 +57,7 @@ def _run(engine, step, prompt, schema=None, max_tokens=48, **params):
 
 
 def test_greedy_drafts_are_token_for_token_vanilla(local_engine):
-    draft = DraftStep(local_engine.encode, local_engine.tokenizer.decode)
+    draft = DraftStep(local_engine.encode)
     for prompt, schema in ((ECHO, None), ("Describe a person as JSON.", PERSON)):
         want = _run(local_engine, vanilla_step, prompt, schema, max_tokens=64)
         assert _run(local_engine, draft, prompt, schema, max_tokens=64) == want
@@ -73,7 +73,7 @@ def test_head_drafts_where_nothing_repeats_are_token_for_token_vanilla(local_eng
     from manyheads.models.medusa.step import heads_for
 
     heads = heads_for(local_engine, default_heads_dir(sequential=sequential))
-    draft = DraftStep(local_engine.encode, local_engine.tokenizer.decode, heads=heads)
+    draft = DraftStep(local_engine.encode, heads=heads)
     prompt = "Write two sentences about why the sky is blue."
     for params in ({}, {"temperature": 0.8, "top_p": 0.95, "seed": 3}):
         want = _run(local_engine, vanilla_step, prompt, max_tokens=40, **params)
@@ -86,7 +86,7 @@ def test_the_shared_batch_speculates_alone_and_batches_together(local_engine):
     greedy output matches a solo vanilla run either way."""
     prompts = [ECHO, "Name three rivers and one fact about each."]
     want = [_run(local_engine, vanilla_step, p)[0] for p in prompts]
-    draft = DraftStep(local_engine.encode, local_engine.tokenizer.decode)
+    draft = DraftStep(local_engine.encode)
     before, local_engine.step = local_engine.step, draft
     try:
         assert local_engine.batched
@@ -104,7 +104,7 @@ def test_the_shared_batch_speculates_alone_and_batches_together(local_engine):
 
 def test_sampled_drafts_are_token_for_token_vanilla(local_engine):
     """A seeded sampled row draws token t from (seed, t): drafts check by exact match too."""
-    draft = DraftStep(local_engine.encode, local_engine.tokenizer.decode)
+    draft = DraftStep(local_engine.encode)
     for prompt, schema in ((ECHO, None), ("Describe a person as JSON.", PERSON)):
         want = _run(local_engine, vanilla_step, prompt, schema, max_tokens=64,
                     temperature=0.8, top_p=0.95, seed=3)
@@ -155,27 +155,3 @@ def test_the_default_decoder_is_the_fastest_measured():
     fastest = max(speeds, key=lambda d: speeds[d]["rooms"])
     want = fastest if speeds[fastest]["rooms"] > 1.0 else "vanilla"
     assert Settings().decoder == want
-
-
-def test_forced_json_is_spelled_as_the_model_spelled_it_before(local_engine):
-    """The grammar forces ``"name": "`` a third time; after ``"},`` ``␣{`` the model went on
-    as ``"`` ``name`` ``"`` ``:`` ``␣"``, so that spelling is drafted, not the tokenizer's."""
-    schema = {"type": "object", "properties": {"people": {"type": "array", "items": {
-        "type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"],
-        "additionalProperties": False}}}, "required": ["people"], "additionalProperties": False}
-    grammar = local_engine.grammars.for_schema(schema)
-    encode = local_engine.encode
-    person = ['"', "name", '"', ":", ' "']
-    pieces = ['{"', "people", '":', " [", "{", *person, "Al", '"},', " {", *person, "Bo", '"},',
-              " {"]
-    context = [t for piece in pieces for t in encode(piece)]
-    for token in context:
-        assert grammar.accept(token)
-    text = grammar.forced()
-    assert text.startswith('"name": "')
-    draft = DraftStep(encode, local_engine.tokenizer.decode)
-    spelled = draft._spell(grammar, context, text)
-    assert spelled[:5] == [t for piece in person for t in encode(piece)]
-    assert local_engine.tokenizer.decode(spelled) == text
-    assert grammar.forced() == text  # the grammar is rewound
-    assert draft._spell(grammar, [], text) == encode(text)  # nothing earlier: the tokenizer's

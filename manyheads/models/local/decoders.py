@@ -31,12 +31,12 @@ def make_step(engine: Any, name: str) -> Any:
     from manyheads.models.local.speculate import DraftStep
 
     if name == "draft":
-        return DraftStep(engine.encode, engine.tokenizer.decode)
+        return DraftStep(engine.encode)
     if name == "draft-hydra":
         from manyheads.models.medusa.heads import default_heads_dir
         from manyheads.models.medusa.step import heads_for
 
-        return DraftStep(engine.encode, engine.tokenizer.decode,
+        return DraftStep(engine.encode,
                          heads=heads_for(engine, default_heads_dir(sequential=True)))
     if name == "vanilla":
         return vanilla_step

@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     from manyheads.models.medusa.heads import MedusaHeads
 
 Encode = Callable[[str], list[int]]
-Decode = Callable[[list[int]], str]
 
 
 MAX_N, MIN_N = 4, 2  # n-gram orders tried, longest first
@@ -115,16 +114,18 @@ def worth_drafting(rate: float, most: int, fixed: int) -> int:
 class DraftStep:
     """Callable ``StepFn``: grammar jump-forward and n-gram drafts, verified in one pass.
 
-    ``encode``/``decode`` are the engine's tokenizer; ``ngram_tokens`` bounds an n-gram draft
-    (each extra verified token costs a little: see ``bench/verify_cost.py``), ``forced_tokens`` a
-    grammar draft (the text is certain, its tokens are not: see ``_spell``); ``heads`` and
-    ``head_tokens`` the heads' chain where the other two have nothing.
+    ``encode`` turns forced grammar text into token ids (the engine's tokenizer);
+    ``ngram_tokens`` bounds an n-gram draft (each extra verified token costs a little: see
+    ``bench/verify_cost.py``), ``forced_tokens`` a grammar draft (the text is certain, but its
+    tokenization differs from the model's own about half the time: the rest is cut there; where
+    the structure repeats, the n-gram draft after it carries the model's own spelling);
+    ``heads`` and ``head_tokens`` the heads' chain where the other two have nothing.
     """
 
-    def __init__(self, encode: Encode, decode: Decode, *, ngram_tokens: int = 8,
-                 forced_tokens: int = 16, ngram: bool = True, grammar: bool = True,
-                 heads: MedusaHeads | None = None, head_tokens: int = 2) -> None:
-        self.encode, self.decode = encode, decode
+    def __init__(self, encode: Encode, *, ngram_tokens: int = 8, forced_tokens: int = 16,
+                 ngram: bool = True, grammar: bool = True, heads: MedusaHeads | None = None,
+                 head_tokens: int = 2) -> None:
+        self.encode = encode
         self.ngram_tokens = ngram_tokens if ngram else 0
         self.forced_tokens = forced_tokens if grammar else 0
         self.heads = heads
@@ -172,10 +173,8 @@ class DraftStep:
         if grammar is not None and self.forced_tokens:
             if grammar.accept(root):
                 text = "" if grammar.done() else grammar.forced()
-                if text:
-                    drafts = self._spell(grammar, [*row.prompt, *row.tokens, root], text)
-                    drafts = drafts[:min(self.forced_tokens, room)]
                 grammar.rollback(1)
+                drafts = self.encode(text)[:min(self.forced_tokens, room)] if text else []
         sources = ["grammar"] * len(drafts)
         want, order = min(self.ngram_tokens, room - len(drafts)), 0
         if want > 0:
@@ -191,26 +190,6 @@ class DraftStep:
         for source in sources:
             self.proposed[source] += 1
         return drafts, sources, order
-
-    def _spell(self, grammar, context: list[int], text: str) -> list[int]:
-        """Tokens for the forced ``text``. A constrained model spells JSON its own way (``"``
-        then ``:`` where the tokenizer writes ``":``), so the tokenizer's spelling is cut at
-        the first difference about half the time. Where the same text came before in the
-        context, the model's earlier spelling (the n-gram continuation, as far as the grammar
-        accepts it and it stays inside ``text``) goes first, the tokenizer's for the rest."""
-        seen, _ = ngram_draft(context, self.forced_tokens)
-        spelled: list[int] = []
-        for token in seen:
-            if not grammar.accept(token):
-                break
-            spelled.append(token)
-            if not text.startswith(self.decode(spelled)):
-                spelled.pop()
-                grammar.rollback(1)
-                break
-        grammar.rollback(len(spelled))
-        rest = text[len(self.decode(spelled)):] if spelled else text
-        return spelled + (self.encode(rest) if rest else [])
 
     @torch.no_grad()
     def _head_chain(self, batch: Batch, root: int, k: int) -> list[int]:
