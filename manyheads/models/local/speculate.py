@@ -194,23 +194,18 @@ class DraftStep:
     @torch.no_grad()
     def _head_chain(self, batch: Batch, root: int, k: int) -> list[int]:
         """The heads' top-1 guesses for the k tokens after ``root``. Medusa heads read the last
-        hidden state only; Hydra heads also read the token before, so depth d waits for d-1.
-        Shared heads project through the base lm_head module (prepacked where packed)."""
+        hidden state only; Hydra heads also read the token before, so depth d waits for d-1."""
         heads = self.heads
         lm_head = batch.model.get_output_embeddings()
         hidden = batch.last_hidden[0].to(lm_head.weight.dtype)  # [H]
-
-        def project(depth: int, feats: torch.Tensor) -> torch.Tensor:  # [..., H] -> [..., V]
-            return lm_head(feats) if heads.lm_heads is None else heads.project(depth, feats)
-
         if not heads.config.sequential:
-            feats = torch.stack([heads.head_features(i, hidden) for i in range(k)])  # [k, H]
-            return [int(project(i, f).argmax()) for i, f in enumerate(feats)]
+            return [int(heads.project_through(i, heads.head_features(i, hidden), lm_head).argmax())
+                    for i in range(k)]
         embed = batch.model.get_input_embeddings().weight  # [V, H]
         chain, previous = [], root
         for depth in range(k):
-            previous = int(project(depth, heads.head_features(depth, hidden,
-                                                              embed[previous])).argmax())
+            feats = heads.head_features(depth, hidden, embed[previous])  # [H]
+            previous = int(heads.project_through(depth, feats, lm_head).argmax())
             chain.append(previous)
         return chain
 

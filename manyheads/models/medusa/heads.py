@@ -111,6 +111,12 @@ class MedusaHeads(nn.Module):
             raise ConfigError("these Medusa heads share the base lm_head: pass its weight")
         return F.linear(feats, lm_head_weight)
 
+    def project_through(self, i: int, feats: torch.Tensor, lm_head: nn.Module) -> torch.Tensor:
+        """Head i's logits [..., V] at decode time: shared heads go through the base ``lm_head``
+        module itself, so they use its prepacked weight where the engine packed it
+        (``prepack.py``: 8.0 against 10.7 ms for one row, 6.6 against 18.5 ms for four)."""
+        return lm_head(feats) if self.lm_heads is None else self.lm_heads[i](feats)
+
     def project_first(self, feats: torch.Tensor,
                       lm_head_weight: torch.Tensor | None = None) -> torch.Tensor:
         """Logits [D, ..., V] of the first D heads from their features [D, ..., H]; a shared
