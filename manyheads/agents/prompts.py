@@ -25,10 +25,15 @@ _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newlin
                           autoescape=False)
 
 
+def _where(package: str, name: str) -> str:
+    """How an error names the file: ``my/room/prompts.yaml``."""
+    return f"{package.replace('.', '/')}/{name}.yaml"
+
+
 @cache
 def load_prompts(package: str, name: str = "prompts") -> dict[str, str]:
     """The templates of ``<package>/<name>.yaml`` by key."""
-    where = f"{package.replace('.', '/')}/{name}.yaml"
+    where = _where(package, name)
     try:
         path = resources.files(package) / f"{name}.yaml"
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -44,7 +49,7 @@ def load_prompts(package: str, name: str = "prompts") -> dict[str, str]:
 @cache
 def load_examples(package: str, name: str = "examples") -> dict[str, list[dict[str, str]]]:
     """The few-shot templates of ``<package>/<name>.yaml`` by role ({} when there is no file)."""
-    where = f"{package.replace('.', '/')}/{name}.yaml"
+    where = _where(package, name)
     path = resources.files(package) / f"{name}.yaml"
     if not path.is_file():
         return {}
@@ -71,7 +76,7 @@ class Prompts:
 
     def render(self, key: str, **variables: Any) -> str:
         templates = load_prompts(self.package, self.name)
-        where = f"{self.package.replace('.', '/')}/{self.name}.yaml"
+        where = _where(self.package, self.name)
         if key not in templates:
             raise ConfigError(f"{where} has no template {key!r}")
         try:
@@ -82,7 +87,7 @@ class Prompts:
     def examples(self, role: str, **variables: Any) -> list[Example]:
         """The few-shot exchanges for ``role``, rendered ([] when the package has none)."""
         items = load_examples(self.package).get(role) or []
-        where = f"{self.package.replace('.', '/')}/examples.yaml"
+        where = _where(self.package, "examples")
         try:
             return [Example(ask=_ENV.from_string(item["ask"]).render(**variables).strip(),
                             answer=_ENV.from_string(item["answer"]).render(**variables).strip())
