@@ -6,7 +6,8 @@ room turns (``bench/room_prompts.py``); "structured", the rooms' JSON-schema req
 
 For every item the decoders run interleaved (vanilla, draft, medusa, hydra, vanilla, ...)
 ``--repeats`` times so background load on a shared machine hits all alike; each item's time is
-the median of its repeats, and a speed-up is total vanilla time / total time (prefill included).
+the median of its repeats, and a speed-up is total vanilla time / total time (prefill included);
+"decode only" takes the prompt pass (timed on its own each repeat) out of both sides.
 Lossless means the token ids equal vanilla's exactly. Prints a table and writes
 ``bench/results/medusa.json``; ``--vllm`` runs vLLM's CPU build plain, with our exported Medusa
 heads and with its own n-gram speculator on the same prompts and merges that in.
@@ -30,7 +31,7 @@ from manyheads.models.local.decoders import SPEEDS
 from manyheads.models.local.engine import LocalEngine
 from manyheads.models.local.speculate import DraftStep
 from manyheads.models.medusa import default_heads_dir, enable_medusa, load_heads
-from manyheads.models.medusa.step import heads_for
+from manyheads.models.medusa.step import MedusaStep, chosen_tree, heads_for
 from manyheads.models.medusa.training.data import chat, load_prompts
 from manyheads.models.types import SamplingParams
 
@@ -62,6 +63,29 @@ def run_once(engine: LocalEngine, ids: list[int], max_tokens: int,
     steps = sum(1 for _ in decode_stream(engine.model, [ids], [row], eos_ids=engine.eos_ids,
                                          pad_id=engine.pad_id, step=engine.step))
     return list(row.tokens), time.perf_counter() - start, steps
+
+
+class _Prefilled(Exception):
+    """Raised by the marker step of ``prefill_once``: the prompt pass is done."""
+
+
+def prefill_once(engine: LocalEngine, ids: list[int]) -> float:
+    """Wall seconds of the prompt's one forward pass (what every decoder pays before drafting):
+    ``decode_stream`` up to its first step call."""
+    row = Row(prompt_len=len(ids), params=SamplingParams(max_tokens=1), prompt=ids)
+    marks: list[float] = []
+
+    def mark(batch) -> list[list[int]]:
+        marks.append(time.perf_counter())
+        raise _Prefilled
+
+    start = time.perf_counter()
+    try:
+        next(decode_stream(engine.model, [ids], [row], eos_ids=engine.eos_ids,
+                           pad_id=engine.pad_id, step=mark))
+    except _Prefilled:
+        pass
+    return marks[0] - start
 
 
 def vllm_check(heads_dir: Path | None, k: int, max_tokens: int, n_prompts: int,
@@ -137,13 +161,16 @@ def measure(engine: LocalEngine, arms: dict, items: list, repeats: int, max_toke
         ids = encode_prompt(engine.tokenizer, prompt, engine.context_len)
         limit = min(wanted, max_tokens)
         times: dict[str, list[float]] = {name: [] for name in arms}
+        prefills: list[float] = []
         outs, steps = {}, {}
         for _ in range(repeats):
+            prefills.append(prefill_once(engine, ids))
             for name, step in arms.items():
                 engine.step = step
                 outs[name], seconds, steps[name] = run_once(engine, ids, limit, schema)
                 times[name].append(seconds)
-        row = {"category": category, "tokens": len(outs["vanilla"]), "max_tokens": limit}
+        row = {"category": category, "tokens": len(outs["vanilla"]), "max_tokens": limit,
+               "prefill_s": statistics.median(prefills)}
         for name in arms:
             row[f"{name}_s"] = statistics.median(times[name])
             row[f"{name}_tokens_per_step"] = len(outs[name]) / max(steps[name], 1)
@@ -156,11 +183,16 @@ def measure(engine: LocalEngine, arms: dict, items: list, repeats: int, max_toke
 
 
 def summary(rows: list[dict], name: str) -> dict:
-    """Speed-up (total vanilla time / total time), tokens per step and losslessness."""
+    """Speed-up (total vanilla time / total time), tokens per step and losslessness; also the
+    decode-only speed-up (the prompt pass, the same for every decoder, taken out of both) and
+    the prompt pass's share of vanilla time, which bounds what any decoder can gain."""
     vanilla_total = sum(r["vanilla_s"] for r in rows)
     total = sum(r[f"{name}_s"] for r in rows)
     tokens = sum(r["tokens"] for r in rows)
+    prefill = sum(r["prefill_s"] for r in rows)
     out = {"speedup": vanilla_total / total,
+           "decode_speedup": (vanilla_total - prefill) / (total - prefill),
+           "prefill_share": prefill / vanilla_total,
            "tokens_per_step": statistics.mean(r[f"{name}_tokens_per_step"] for r in rows),
            "lossless_fraction": sum(r[f"{name}_lossless"] for r in rows) / len(rows),
            "tokens_per_s": tokens / total, "vanilla_tokens_per_s": tokens / vanilla_total}
@@ -202,8 +234,8 @@ def main() -> None:
         return
     engine = LocalEngine(decoder="vanilla")
     draft = DraftStep(engine.encode)
-    draft_hydra = DraftStep(engine.encode,
-                            heads=heads_for(engine, args.hydra))
+    draft_hydra = DraftStep(engine.encode, medusa=MedusaStep(heads_for(engine, args.hydra),
+                                                             chosen_tree(args.hydra)))
     arms = {"vanilla": vanilla_step, "draft": draft, "draft-hydra": draft_hydra,
             "medusa": enable_medusa(engine, args.heads), "hydra": enable_medusa(engine, args.hydra)}
     started = time.perf_counter()
@@ -251,12 +283,14 @@ def main() -> None:
         result["vllm"] = old["vllm"]
     table = Table(title=f"Decoders vs vanilla greedy, {args.threads} threads, median of "
                         f"{args.repeats}")
-    for col in ("workload", "decoder", "speed-up", "tokens/step", "lossless"):
+    for col in ("workload", "decoder", "speed-up", "decode only", "prefill share",
+                "tokens/step", "lossless"):
         table.add_column(col, justify="right")
     for name in workloads:
         for d, v in result[name].items():
             if d != "items":
-                table.add_row(name, d, f"{v['speedup']:.2f}x", f"{v['tokens_per_step']:.2f}",
+                table.add_row(name, d, f"{v['speedup']:.2f}x", f"{v['decode_speedup']:.2f}x",
+                              f"{v['prefill_share']:.0%}", f"{v['tokens_per_step']:.2f}",
                               f"{v['lossless_fraction']:.3f}")
     console.print(table)
     console.print(f"best generic {result['best_decoder']} {result['best_speedup']:.2f}x; "

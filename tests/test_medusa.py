@@ -251,3 +251,27 @@ def test_generated_hidden_states_are_teacher_forced_and_self_consistent(engine, 
         hits += int((predicted == torch.tensor(seq.tokens)).sum())
         total += len(seq.tokens)
     assert hits >= 0.9 * total
+
+
+def test_int8_draft_projection_ranks_tokens_like_the_exact_lm_head(local_engine):
+    """Drafts project through an int8 copy of the lm_head. On the model's real hidden states
+    its top-1 is among the exact top 5 nearly everywhere (measured 99.7% of 1065 positions; the
+    exact top-1 itself 88%, where the top logits nearly tie). Output stays exact regardless:
+    verification recomputes fp32 logits."""
+    from manyheads.models.local.prepack import int8_projection
+
+    weight = local_engine.model.get_output_embeddings().weight.detach()
+    ids = encode_prompt(local_engine.tokenizer,
+                        chat("Explain in three sentences how a bicycle gear works."),
+                        local_engine.context_len)
+    with torch.no_grad():
+        hidden = local_engine.model(torch.tensor([ids]), output_hidden_states=True
+                                    ).hidden_states[-1][0]  # [T, H]
+    exact = torch.nn.functional.linear(hidden, weight)  # [T, V]
+    draft = int8_projection(weight)(hidden)
+    assert draft.shape == exact.shape
+    top5 = exact.topk(5, dim=-1).indices  # [T, 5]
+    assert (top5 == draft.argmax(-1)[:, None]).any(-1).float().mean() >= 0.95
+    assert (draft.argmax(-1) == exact.argmax(-1)).float().mean() >= 0.75
+    one = int8_projection(weight)(hidden[0])  # a single row [H] -> [V]
+    assert one.shape == (weight.shape[0],)

@@ -68,12 +68,14 @@ def test_greedy_drafts_are_token_for_token_vanilla(local_engine):
 @pytest.mark.parametrize("sequential", [True, False], ids=["hydra", "medusa"])
 def test_head_drafts_where_nothing_repeats_are_token_for_token_vanilla(local_engine,
                                                                        sequential):
-    """Heads guess where n-grams have nothing; greedy and seeded sampling stay vanilla's."""
+    """Heads guess where n-grams have nothing (a tree for greedy rows, a chain for sampled
+    ones); greedy and seeded sampling stay vanilla's."""
     from manyheads.models.medusa.heads import default_heads_dir
-    from manyheads.models.medusa.step import heads_for
+    from manyheads.models.medusa.step import MedusaStep, chosen_tree, heads_for
 
-    heads = heads_for(local_engine, default_heads_dir(sequential=sequential))
-    draft = DraftStep(local_engine.encode, heads=heads)
+    where = default_heads_dir(sequential=sequential)
+    draft = DraftStep(local_engine.encode,
+                      medusa=MedusaStep(heads_for(local_engine, where), chosen_tree(where)))
     prompt = "Write two sentences about why the sky is blue."
     for params in ({}, {"temperature": 0.8, "top_p": 0.95, "seed": 3}):
         want = _run(local_engine, vanilla_step, prompt, max_tokens=40, **params)
@@ -130,7 +132,7 @@ def test_engine_decoder_option(decoder):
     try:
         assert isinstance(engine.step, DraftStep) == decoder.startswith("draft")
         assert engine.batched
-        assert (getattr(engine.step, "heads", None) is not None) == (decoder == "draft-hydra")
+        assert (getattr(engine.step, "medusa", None) is not None) == (decoder == "draft-hydra")
     finally:
         engine.close()
 

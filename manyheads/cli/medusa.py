@@ -38,8 +38,10 @@ def _engine(model: str | None, threads: int | None):
 
 
 def _ensure_data(engine, work: Path, max_new_tokens: int, batch_size: int,
-                 data_engine: str = "local", limit: int | None = None) -> None:
-    """Generate the self-distillation answers that are not cached yet (resumable).
+                 data_engine: str = "local", limit: int | None = None,
+                 split: str | None = None) -> None:
+    """Generate the self-distillation answers that are not cached yet (resumable); ``split``
+    "eval" answers only the held-out prompts (all that ``eval`` and ``choose-tree`` read).
 
     ``engine`` (a ``LocalEngine``) computes the hidden states; the answers come from it too, or
     from a vLLM engine on the same model when ``data_engine`` is ``vllm`` (started only if some
@@ -50,7 +52,7 @@ def _ensure_data(engine, work: Path, max_new_tokens: int, batch_size: int,
     from manyheads.models.data_engine import text_engine
     from manyheads.models.medusa.training.data import answered_ids, generate, load_prompts
 
-    prompts = load_prompts()[:limit]
+    prompts = load_prompts(split=split)[:limit]
     done = answered_ids(work)
     if all(p.id in done for p in prompts):
         return
@@ -142,12 +144,13 @@ def _print_accuracy(rows: list[dict]) -> None:
 
 @medusa_app.command("eval")
 def eval_(heads: HeadsOpt = None, work_dir: WorkOpt = None, model: ModelOpt = None,
-          max_new_tokens: int = 128, gen_batch: int = 16, threads: ThreadsOpt = None,
+          max_new_tokens: int = 128, gen_batch: int = 16, data_engine: DataEngineOpt = "local",
+          threads: ThreadsOpt = None,
           json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
     """Per-head top-1/top-5 accuracy on the held-out prompts."""
     work = _work_dir(work_dir, model)
     engine = _engine(model, threads)
-    _ensure_data(engine, work, max_new_tokens, gen_batch)
+    _ensure_data(engine, work, max_new_tokens, gen_batch, data_engine, split="eval")
     rows = _accuracy(heads, work, engine)
     _print_accuracy(rows)
     if json_out:
@@ -157,7 +160,7 @@ def eval_(heads: HeadsOpt = None, work_dir: WorkOpt = None, model: ModelOpt = No
 @medusa_app.command("choose-tree")
 def choose_tree_cmd(heads: HeadsOpt = None, work_dir: WorkOpt = None, model: ModelOpt = None,
                     max_nodes: Annotated[int, typer.Option(help="largest tree tried")] = 16,
-                    threads: ThreadsOpt = None,
+                    data_engine: DataEngineOpt = "local", threads: ThreadsOpt = None,
                     json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
     """Pick the tree with the best predicted speed-up from head accuracy x forward cost."""
     from manyheads.models.medusa.heads import load_heads
@@ -166,7 +169,7 @@ def choose_tree_cmd(heads: HeadsOpt = None, work_dir: WorkOpt = None, model: Mod
 
     work = _work_dir(work_dir, model)
     engine = _engine(model, threads)
-    _ensure_data(engine, work, 128, 16)
+    _ensure_data(engine, work, 128, 16, data_engine, split="eval")
     weight = engine.model.get_output_embeddings().weight.detach()
     loaded = load_heads(heads)
     ranks = truth_ranks(loaded, load_sequences(work, "eval"), weight,

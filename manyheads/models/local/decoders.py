@@ -16,7 +16,7 @@ from manyheads.errors import ConfigError
 DecoderName = Literal["draft", "draft-hydra", "vanilla", "medusa", "hydra"]
 DECODERS: dict[str, str] = {
     "draft": "grammar jump-forward + n-gram drafts",
-    "draft-hydra": "grammar jump-forward + n-gram drafts, Hydra heads where nothing repeats",
+    "draft-hydra": "grammar jump-forward + n-gram drafts, a Hydra tree where nothing repeats",
     "vanilla": "one token per pass",
     "medusa": "Medusa heads, tree verification",
     "hydra": "Hydra heads, tree verification",
@@ -34,10 +34,11 @@ def make_step(engine: Any, name: str) -> Any:
         return DraftStep(engine.encode)
     if name == "draft-hydra":
         from manyheads.models.medusa.heads import default_heads_dir
-        from manyheads.models.medusa.step import heads_for
+        from manyheads.models.medusa.step import MedusaStep, chosen_tree, heads_for
 
+        hydra = default_heads_dir(sequential=True)
         return DraftStep(engine.encode,
-                         heads=heads_for(engine, default_heads_dir(sequential=True)))
+                         medusa=MedusaStep(heads_for(engine, hydra), chosen_tree(hydra)))
     if name == "vanilla":
         return vanilla_step
     if name in ("medusa", "hydra"):

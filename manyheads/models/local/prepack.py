@@ -10,6 +10,9 @@ The dense ``.weight`` stays (tied embeddings, draft heads read it); inference on
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -38,3 +41,32 @@ def _packed_forward(weight: torch.Tensor):
     def forward(x: torch.Tensor) -> torch.Tensor:  # x: [..., in] -> [..., out]
         return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
     return forward
+
+
+def int8_projection(weight: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """An int8 copy of a [V, H] projection for drafts (fbgemm dynamic quantisation, per-channel
+    weight scales), or None where the quantized engine is missing.
+
+    A draft only needs the top few tokens of its logits; verification recomputes exact ones, so
+    output never depends on this copy. On this 2-core CPU the 576x49152 lm_head takes 1.2 ms for
+    one row in int8 against 5.5-7 ms prepacked fp32 (median of 40), and Hydra drafting projects
+    once per depth. On the model's own hidden states (1065 positions) the int8 top-1 was the
+    exact top-1 at 88% and among the exact top 5 at 99.7%: it differs where the logits nearly
+    tie, where a head's guess is weak anyway. ``torch.ao`` dynamic
+    quantisation is deprecated upstream but present in the pinned torch; its warnings are
+    silenced here only.
+    """
+    if "fbgemm" not in torch.backends.quantized.supported_engines \
+            and "x86" not in torch.backends.quantized.supported_engines:
+        return None
+    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(weight.detach().float())
+    linear.qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantized = torch.ao.nn.quantized.dynamic.Linear.from_float(linear)
+
+    def project(x: torch.Tensor) -> torch.Tensor:  # x: [..., H] -> [..., V]
+        return quantized(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+    return project

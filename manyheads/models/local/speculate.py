@@ -8,8 +8,9 @@ a schema forces. Two draft sources read that for free:
 * ``ngram``: prompt lookup, the tokens that followed the latest earlier occurrence of the last
   few tokens, searched in the prompt (the session's transcript) and the output so far.
 
-Where neither has anything, trained draft ``heads`` (Medusa or Hydra, optional) guess a short
-chain from the last hidden state: their top-1 token per depth, for the cost of the heads alone.
+Where neither has anything, trained draft heads (Medusa or Hydra, optional, as a ``MedusaStep``)
+guess from the last hidden state: a greedy row without grammar or penalties gets their candidate
+tree, verified with tree attention; any other row a top-1 chain, checked like the drafts above.
 
 One step: the row's own next token (the root), then the drafts after it, all fed in ONE forward
 pass; each draft is kept while it is exactly the token the row would have chosen there: the
@@ -40,7 +41,7 @@ from manyheads.models.local.decode import (
 )
 
 if TYPE_CHECKING:
-    from manyheads.models.medusa.heads import MedusaHeads
+    from manyheads.models.medusa.step import MedusaStep
 
 Encode = Callable[[str], list[int]]
 
@@ -119,17 +120,19 @@ class DraftStep:
     ``bench/verify_cost.py``), ``forced_tokens`` a grammar draft (the text is certain, but its
     tokenization differs from the model's own about half the time: the rest is cut there; where
     the structure repeats, the n-gram draft after it carries the model's own spelling);
-    ``heads`` and ``head_tokens`` the heads' chain where the other two have nothing.
+    ``medusa`` the heads where the other two have nothing: their tree for greedy rows it fits,
+    else a chain of ``head_tokens``.
     """
 
     def __init__(self, encode: Encode, *, ngram_tokens: int = 8, forced_tokens: int = 16,
-                 ngram: bool = True, grammar: bool = True, heads: MedusaHeads | None = None,
+                 ngram: bool = True, grammar: bool = True, medusa: MedusaStep | None = None,
                  head_tokens: int = 2) -> None:
         self.encode = encode
         self.ngram_tokens = ngram_tokens if ngram else 0
         self.forced_tokens = forced_tokens if grammar else 0
-        self.heads = heads
-        self.head_tokens = min(head_tokens, heads.config.num_heads) if heads is not None else 0
+        self.medusa = medusa
+        self.head_tokens = 0 if medusa is None else \
+            min(head_tokens, medusa.heads.config.num_heads)
         self.rates = AcceptanceRate()
         self.steps = 0  # statistics, as ``MedusaStep`` keeps them: speculative steps taken,
         self.tokens = 0  # the tokens they emitted (roots included),
@@ -146,6 +149,8 @@ class DraftStep:
         room = row.params.max_tokens - len(row.tokens) - 1
         drafts, sources, order = ([], [], 0) if root in batch.eos_ids or room <= 0 else \
             self._draft(batch, row, root, room)
+        if not drafts and self._tree_fits(batch, row) and room > 0:
+            return [self._grow(batch, row, root, room)]
         if not drafts:
             decode_one(batch, torch.tensor([root]))
             return [[root]]
@@ -184,18 +189,34 @@ class DraftStep:
             order = order if more else 0
             drafts += more
             sources += ["ngram"] * len(more)
-        if not drafts and self.head_tokens and batch.last_hidden is not None:
+        if not drafts and self.head_tokens and batch.last_hidden is not None \
+                and not self._tree_fits(batch, row):
             drafts = self._head_chain(batch, root, min(self.head_tokens, room))
             sources = ["heads"] * len(drafts)
         for source in sources:
             self.proposed[source] += 1
         return drafts, sources, order
 
+    def _tree_fits(self, batch: Batch, row: Row) -> bool:
+        """The heads' tree verifies greedy rows without grammar or penalties (exact argmax)."""
+        return self.medusa is not None and batch.last_hidden is not None \
+            and row.params.greedy and self.medusa.fits(row)
+
+    @torch.no_grad()
+    def _grow(self, batch: Batch, row: Row, root: int, room: int) -> list[int]:
+        """The heads' tree under ``root``, verified by the ``MedusaStep`` in one pass."""
+        kept = self.medusa.grow(batch, row, root, room)
+        self.proposed["heads"] += self.medusa.tree_for(room).size - 1
+        self.kept["heads"] += len(kept) - 1
+        self.steps += 1
+        self.tokens += len(kept)
+        return kept
+
     @torch.no_grad()
     def _head_chain(self, batch: Batch, root: int, k: int) -> list[int]:
         """The heads' top-1 guesses for the k tokens after ``root``. Medusa heads read the last
         hidden state only; Hydra heads also read the token before, so depth d waits for d-1."""
-        heads = self.heads
+        heads = self.medusa.heads
         lm_head = batch.model.get_output_embeddings()
         hidden = batch.last_hidden[0].to(lm_head.weight.dtype)  # [H]
         if not heads.config.sequential:

@@ -3,8 +3,8 @@
 One step: the base model's own next token is the root; the heads guess the following tokens
 from the last hidden state; the candidate tree is fed in ONE forward pass with a tree attention
 mask; the longest verified path is accepted; the KV cache keeps the prefix plus exactly the
-accepted tree positions (a gather along the sequence axis: the kept keys/values were computed at
-the right positions, attending to exactly their ancestors, so they equal a sequential feed).
+accepted tree positions, moved down to follow it (the kept keys/values were computed at the
+right positions, attending to exactly their ancestors, so they equal a sequential feed).
 
 Batch size 1 only: rows of a padded batch would accept different numbers of tokens and leave
 ragged caches. Larger batches, grammar-constrained rows, rows with repetition penalties and
@@ -22,6 +22,7 @@ import torch
 from manyheads.errors import ConfigError
 from manyheads.models.local.decode import (
     Batch,
+    Row,
     choose_token,
     logits_to_probs,
     record_logprob,
@@ -72,7 +73,7 @@ class MedusaStep:
         self.tokens = 0
 
     # -- helpers -------------------------------------------------------------------------------
-    def _tree_for(self, room: int) -> Tree:
+    def tree_for(self, room: int) -> Tree:
         """The tree cut to ``room`` levels below the root (no point guessing past max_tokens)."""
         if room >= self.tree.max_depth:
             return self.tree
@@ -91,7 +92,7 @@ class MedusaStep:
             return self._sequential_candidates(batch, tree, root, hidden, lm_head)
         need = tree.topk_per_head()  # only run the heads the tree uses
         feats = torch.stack([heads.head_features(i, hidden) for i in range(len(need))])  # [D, H]
-        logits = (lm_head(feats) if heads.lm_heads is None else  # one matmul when shared
+        logits = (heads.project_through(0, feats, lm_head) if heads.lm_heads is None else
                   torch.stack([heads.project_through(i, f, lm_head) for i, f in enumerate(feats)]))
         return candidate_tokens(tree, root, torch.topk(logits, max(need), dim=-1).indices)
 
@@ -117,9 +118,9 @@ class MedusaStep:
 
     # -- the step ------------------------------------------------------------------------------
     def __call__(self, batch: Batch) -> list[list[int]]:
-        if len(batch.rows) != 1 or batch.observers or batch.rows[0].grammar is not None \
-                or batch.rows[0].params.penalized or batch.last_hidden is None:
-            return vanilla_step(batch)  # tree verification reads unpenalised logits
+        if len(batch.rows) != 1 or batch.observers or not self.fits(batch.rows[0]) \
+                or batch.last_hidden is None:
+            return vanilla_step(batch)
         row = batch.rows[0]
         root_logits = batch.next_logits[0]
         root = choose_token(row, root_logits)  # or the residual draw of the last step
@@ -127,7 +128,17 @@ class MedusaStep:
         room = row.params.max_tokens - len(row.tokens) - 1
         if root in batch.eos_ids or room <= 0:
             return [[root]]  # the row ends with this token: nothing else to compute
-        tree = self._tree_for(room)
+        return [self.grow(batch, row, root, room)]
+
+    @staticmethod
+    def fits(row: Row) -> bool:
+        """Tree verification reads unconstrained, unpenalised logits."""
+        return row.grammar is None and not row.params.penalized
+
+    def grow(self, batch: Batch, row: Row, root: int, room: int) -> list[int]:
+        """The heads' tree under ``root`` (cut to ``room`` levels), verified in ONE pass; the
+        accepted tokens, root first. Cache, mask, logits and hidden state move past them."""
+        tree = self.tree_for(room)
         tokens = self._candidates(batch, tree, root)
         outputs = self._verify(batch, tree, tokens)
         logits = outputs.logits[0].float()  # [N, V]
@@ -148,7 +159,7 @@ class MedusaStep:
         row.pending = extra  # drawn from the residual after the last kept node: next root
         self.steps += 1
         self.tokens += len(accepted)
-        return [accepted]
+        return accepted
 
     def _verify(self, batch: Batch, tree: Tree, tokens: torch.Tensor) -> Any:
         """One forward pass over the tree tokens [N] after the cached prefix."""
@@ -166,8 +177,7 @@ class MedusaStep:
     def _keep(self, batch: Batch, path: list[int], outputs: Any) -> None:
         """Cache and mask keep the prefix plus the accepted tree nodes; logits move to the end."""
         prefix = batch.attention_mask.shape[1]
-        keep = torch.cat([torch.arange(prefix), prefix + torch.tensor(path)])
-        gather_cache(batch.cache, keep)
+        keep_path(batch.cache, prefix, path)
         ones = torch.ones((1, len(path)), dtype=batch.attention_mask.dtype)
         batch.attention_mask = torch.cat([batch.attention_mask, ones], dim=1)
         batch.next_logits = outputs.logits[:, path[-1], :].float()
@@ -179,11 +189,16 @@ class MedusaStep:
         return self.tokens / self.steps if self.steps else 0.0
 
 
-def gather_cache(cache: Any, keep: torch.Tensor) -> None:
-    """Keep only sequence positions ``keep`` [S'] of every layer of a DynamicCache."""
-    for layer in cache.layers:
-        layer.keys = layer.keys.index_select(-2, keep)  # [B, heads, S, d]
-        layer.values = layer.values.index_select(-2, keep)
+def keep_path(cache: Any, prefix: int, path: list[int]) -> None:
+    """Keep the ``prefix`` positions plus tree nodes ``path`` (node indices after the prefix) of
+    every layer of a DynamicCache: the accepted nodes' keys/values move down to follow the prefix
+    (a copy of len(path) positions, not of the whole cache), then the rest is cropped."""
+    src = prefix + torch.tensor(path)
+    end = prefix + len(path)
+    for layer in cache.layers:  # keys/values: [B, heads, S, d]
+        layer.keys[:, :, prefix:end] = layer.keys[:, :, src]
+        layer.values[:, :, prefix:end] = layer.values[:, :, src]
+    cache.crop(end)
 
 
 def chosen_tree(heads_dir: str | Path | None) -> list[tuple[int, ...]]:
@@ -220,4 +235,6 @@ def heads_for(engine: Any, heads_dir: str | Path | None = None) -> MedusaHeads:
             f"Medusa heads are for hidden {heads.config.hidden_size} / vocab "
             f"{heads.config.vocab_size}, the model has {hidden} / {vocab}",
             hint="train heads for this model with `manyheads medusa train`")
-    return heads.to(engine.model.get_output_embeddings().weight.dtype)
+    heads = heads.to(engine.model.get_output_embeddings().weight.dtype)
+    heads.quantize_for_drafts(engine.model.get_output_embeddings().weight)
+    return heads
