@@ -275,3 +275,20 @@ def test_int8_draft_projection_ranks_tokens_like_the_exact_lm_head(local_engine)
     assert (draft.argmax(-1) == exact.argmax(-1)).float().mean() >= 0.75
     one = int8_projection(weight)(hidden[0])  # a single row [H] -> [V]
     assert one.shape == (weight.shape[0],)
+
+
+def test_choose_tree_data_answers_only_held_out_prompts(engine, tmp_path):
+    """`eval` and `choose-tree` read the eval split only, so that is all they generate."""
+    from manyheads.cli.medusa import _ensure_data
+
+    _ensure_data(engine, tmp_path, max_new_tokens=4, batch_size=2, limit=2, split="eval")
+    records = [json.loads(line) for line in (tmp_path / "tokens.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and {r["split"] for r in records} == {"eval"}
+
+
+def test_forward_costs_never_fall_as_the_pass_grows(engine):
+    from manyheads.models.medusa.training.choose import forward_costs
+
+    costs = forward_costs(engine.model, [1, 2, 4, 8], prefix=16, repeats=2)
+    assert list(costs) == [1, 2, 4, 8]
+    assert all(costs[a] <= costs[b] for a, b in zip([1, 2, 4], [2, 4, 8], strict=True))

@@ -198,7 +198,9 @@ def keep_path(cache: Any, prefix: int, path: list[int]) -> None:
     for layer in cache.layers:  # keys/values: [B, heads, S, d]
         layer.keys[:, :, prefix:end] = layer.keys[:, :, src]
         layer.values[:, :, prefix:end] = layer.values[:, :, src]
-    cache.crop(end)
+    extra = cache.get_seq_length() - end
+    if extra > 0:  # crop counts from the end (a positive length is deprecated in transformers)
+        cache.crop(-extra)
 
 
 def chosen_tree(heads_dir: str | Path | None) -> list[tuple[int, ...]]:
