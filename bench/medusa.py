@@ -193,7 +193,8 @@ def summary(rows: list[dict], name: str) -> dict:
     out = {"speedup": vanilla_total / total,
            "decode_speedup": (vanilla_total - prefill) / (total - prefill),
            "prefill_share": prefill / vanilla_total,
-           "tokens_per_step": statistics.mean(r[f"{name}_tokens_per_step"] for r in rows),
+           "tokens_per_step": tokens / sum(r["tokens"] / r[f"{name}_tokens_per_step"]
+                                           for r in rows),  # total tokens / total steps
            "lossless_fraction": sum(r[f"{name}_lossless"] for r in rows) / len(rows),
            "tokens_per_s": tokens / total, "vanilla_tokens_per_s": tokens / vanilla_total}
     cats = sorted({r["category"] for r in rows})

@@ -1,11 +1,12 @@
 """What one verification pass costs on this CPU, and what that allows draft-and-verify decoding.
 
 The embedded model (SmolLM2-135M-Instruct) is loaded exactly as ``LocalEngine`` loads it (fp32,
-``attn_implementation="sdpa"``, ``eval()``). After a cached 256-token prefix, ONE forward pass
-feeds k new tokens (the call ``decode.forward`` makes: 2-D mask, position ids, ``DynamicCache``,
-``output_hidden_states=True``); the cache is cropped back to the prefix before every pass and the
-crop is outside the timed region. k values are interleaved inside every repeat so background load
-hits them alike; each number is the median of ``--repeats`` passes after warmup.
+``attn_implementation="sdpa"``, ``eval()``, oneDNN-prepacked linears for the table; the variants
+start from the plain model to measure each change on its own). After a cached 256-token prefix, ONE
+forward pass feeds k new tokens (the call ``decode.forward`` makes: 2-D mask, position ids,
+``DynamicCache``, ``output_hidden_states=True``); the cache is cropped back to the prefix before
+every pass and the crop is outside the timed region. k values are interleaved inside every repeat
+so background load hits them alike; each number is the median of ``--repeats`` passes after warmup.
 
 Split: a second, separate set of passes with forward pre-/post-hooks (``time.perf_counter``) on
 every ``self_attn`` module (projections + rope + sdpa + o_proj), every ``mlp`` module and the
@@ -235,7 +236,11 @@ def model_work(model, prefix: int, k: int) -> tuple[float, float]:
 
 # -- the table --------------------------------------------------------------------------------
 def cost_table(threads: list[int], prefix: int, repeats: int) -> dict:
+    """The table for the model as ``LocalEngine`` runs it: oneDNN-prepacked linears."""
+    from manyheads.models.local.prepack import prepack_linears
+
     model, tokenizer = load_model()
+    prepack_linears(model)
     vpass = Pass(model, tokenizer, prefix)
     out: dict = {"per_threads": {}}
     for t in threads:
@@ -581,6 +586,7 @@ def main() -> None:
         result["loadavg_before"] = os.getloadavg()
         result["command"] = " ".join(sys.argv)
         result["prefix"] = args.prefix
+        result["prepacked"] = True
         result["repeats"] = args.repeats
         table = cost_table(args.threads, args.prefix, args.repeats)
         for entry in table["per_threads"].values():
