@@ -147,9 +147,9 @@ class DraftStep:
         root = choose_token(row, root_logits)  # or the residual draw of the last step
         record_logprob(row, root_logits, root)
         room = row.params.max_tokens - len(row.tokens) - 1
-        drafts, sources, order = ([], [], 0) if root in batch.eos_ids or room <= 0 else \
-            self._draft(batch, row, root, room)
-        if not drafts and self._tree_fits(batch, row) and room > 0:
+        ends = root in batch.eos_ids or room <= 0  # the row stops at the root: draft nothing
+        drafts, sources, order = ([], [], 0) if ends else self._draft(batch, row, root, room)
+        if not drafts and not ends and self._tree_fits(batch, row):
             return [self._grow(batch, row, root, room)]
         if not drafts:
             decode_one(batch, torch.tensor([root]))
