@@ -124,9 +124,10 @@ class MedusaHeads(nn.Module):
 
     def quantize_for_drafts(self, lm_head_weight: torch.Tensor) -> None:
         """Project shared heads through an int8 copy of the base lm_head (``prepack.py``:
-        about 7x cheaper per draft row on this CPU; CPU weights only). Kept out of the module
+        about 7x cheaper per draft row on this CPU; fp32 CPU weights only). Kept out of the module
         tree, so it is never saved or trained."""
-        if self.lm_heads is None and lm_head_weight.device.type == "cpu":
+        if self.lm_heads is None and lm_head_weight.device.type == "cpu" \
+                and lm_head_weight.dtype == torch.float32:
             self.__dict__["draft_lm_head"] = int8_projection(lm_head_weight)
 
     def project_first(self, feats: torch.Tensor,

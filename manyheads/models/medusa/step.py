@@ -92,7 +92,7 @@ class MedusaStep:
             return self._sequential_candidates(batch, tree, root, hidden, lm_head)
         need = tree.topk_per_head()  # only run the heads the tree uses
         feats = torch.stack([heads.head_features(i, hidden) for i in range(len(need))])  # [D, H]
-        logits = (heads.project_through(0, feats, lm_head) if heads.lm_heads is None else
+        logits = (heads.project_through(0, feats, lm_head) if heads.lm_heads is None else  # shared
                   torch.stack([heads.project_through(i, f, lm_head) for i, f in enumerate(feats)]))
         return candidate_tokens(tree, root, torch.topk(logits, max(need), dim=-1).indices)
 
