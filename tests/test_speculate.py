@@ -83,6 +83,22 @@ def test_head_drafts_where_nothing_repeats_are_token_for_token_vanilla(local_eng
     assert draft.kept["heads"] > 0 and draft.proposed["heads"] > draft.kept["heads"]
 
 
+def test_rows_under_a_grammar_get_no_head_drafts(local_engine):
+    """Where a schema leaves text free, head guesses cost more pass than they keep (bench:
+    draft beat draft-hydra on structured requests), so a grammar row drafts grammar and
+    n-grams only, and stays vanilla's."""
+    from manyheads.models.medusa.heads import default_heads_dir
+    from manyheads.models.medusa.step import MedusaStep, chosen_tree, heads_for
+
+    where = default_heads_dir(sequential=True)
+    draft = DraftStep(local_engine.encode,
+                      medusa=MedusaStep(heads_for(local_engine, where), chosen_tree(where)))
+    prompt = "Describe a person as JSON."
+    want = _run(local_engine, vanilla_step, prompt, PERSON, max_tokens=64)
+    assert _run(local_engine, draft, prompt, PERSON, max_tokens=64) == want
+    assert draft.proposed["heads"] == 0 and draft.kept["grammar"] > 0
+
+
 def test_the_shared_batch_speculates_alone_and_batches_together(local_engine):
     """A DraftStep drives the shared batch: one caller speculates, two callers batch, and
     greedy output matches a solo vanilla run either way."""

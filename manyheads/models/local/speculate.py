@@ -10,7 +10,10 @@ a schema forces. Two draft sources read that for free:
 
 Where neither has anything, trained draft heads (Medusa or Hydra, optional, as a ``MedusaStep``)
 guess from the last hidden state: a greedy row without grammar or penalties gets their candidate
-tree, verified with tree attention; any other row a top-1 chain, checked like the drafts above.
+tree, verified with tree attention; a sampled or penalised row a top-1 chain, checked like the
+drafts above. A row under a grammar gets no head drafts: where the schema leaves the text free,
+the heads' guesses were kept too rarely to pay for the longer pass (bench: draft 1.96x against
+draft-hydra 1.83x on structured requests).
 
 One step: the row's own next token (the root), then the drafts after it, all fed in ONE forward
 pass; each draft is kept while it is exactly the token the row would have chosen there: the
@@ -50,10 +53,10 @@ MAX_N, MIN_N = 4, 2  # n-gram orders tried, longest first
 
 # Cost of one forward pass over n new tokens relative to one token: the embedded model with
 # prepacked weights (``prepack.py``) after a 256-token prefix, 2 threads on the 2-core CPU, median
-# of 9 (measured as in ``bench/verify_cost.py``). A longer chain is only worth it when the tokens
-# it is expected to add pay for this.
-PASS_COST: dict[int, float] = {1: 1.0, 2: 1.15, 3: 1.08, 4: 1.06, 5: 1.06, 6: 1.11, 8: 1.2,
-                               12: 1.38, 16: 1.56}
+# of 11 (``bench/results/verify_cost.json``). A longer chain is only worth it when the tokens it
+# is expected to add pay for this.
+PASS_COST: dict[int, float] = {1: 1.0, 2: 1.07, 3: 1.14, 4: 1.17, 5: 1.24, 6: 1.30, 8: 1.36,
+                               12: 1.54, 16: 1.76}
 
 
 def pass_cost(n: int) -> float:
@@ -121,7 +124,7 @@ class DraftStep:
     tokenization differs from the model's own about half the time: the rest is cut there; where
     the structure repeats, the n-gram draft after it carries the model's own spelling);
     ``medusa`` the heads where the other two have nothing: their tree for greedy rows it fits,
-    else a chain of ``head_tokens``.
+    else a chain of ``head_tokens`` (rows without grammar only).
     """
 
     def __init__(self, encode: Encode, *, ngram_tokens: int = 8, forced_tokens: int = 16,
@@ -190,7 +193,7 @@ class DraftStep:
             drafts += more
             sources += ["ngram"] * len(more)
         if not drafts and self.head_tokens and batch.last_hidden is not None \
-                and not self._tree_fits(batch, row):
+                and row.grammar is None and not self._tree_fits(batch, row):
             drafts = self._head_chain(batch, root, min(self.head_tokens, room))
             sources = ["heads"] * len(drafts)
         for source in sources:
