@@ -277,6 +277,29 @@ def test_int8_draft_projection_ranks_tokens_like_the_exact_lm_head(local_engine)
     assert one.shape == (weight.shape[0],)
 
 
+def test_heads_draft_only_their_vocabulary_and_keep_it_on_disk(tmp_path):
+    """Training keeps the most frequent answer tokens as the draft vocabulary; it travels with
+    the checkpoint, and guesses (int8 copy of those lm_head rows) never leave it."""
+    from manyheads.models.medusa.training.train import draft_vocabulary
+
+    targets = torch.tensor([[3, 3], [5, -100], [3, 7]])
+    assert draft_vocabulary(targets, 2).tolist() == [3, 5]
+    assert draft_vocabulary(targets, 10).tolist() == [3, 5, 7]
+    torch.manual_seed(0)
+    heads = MedusaHeads(MedusaConfig(num_heads=2, hidden_size=8, vocab_size=32, draft_vocab=4))
+    heads.draft_tokens.copy_(torch.tensor([5, 9, 2, 30]))
+    heads.save(tmp_path)
+    loaded = load_heads(tmp_path)
+    assert loaded.draft_tokens.tolist() == [5, 9, 2, 30]
+    lm_head = torch.nn.Linear(8, 32, bias=False)
+    loaded.prepare_drafts(lm_head.weight)
+    feats = 8 * torch.nn.functional.normalize(lm_head.weight[[9, 30, 11]], dim=-1)  # 11: not
+    top = loaded.guesses(0, feats, lm_head, 2)  # [3, 2] token ids
+    assert set(top.flatten().tolist()) <= {5, 9, 2, 30} and top[:2, 0].tolist() == [9, 30]
+    scored = loaded.only_drafted(lm_head(feats))
+    assert torch.isinf(scored[:, 11]).all() and torch.equal(scored.argmax(-1), top[:, 0])
+
+
 def test_choose_tree_data_answers_only_held_out_prompts(engine, tmp_path):
     """`eval` and `choose-tree` read the eval split only, so that is all they generate."""
     from manyheads.cli.medusa import _ensure_data

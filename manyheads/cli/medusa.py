@@ -83,6 +83,8 @@ def train(
     resume: Annotated[bool, typer.Option(help="continue from the last checkpoint")] = False,
     hydra: Annotated[bool, typer.Option(help="sequential heads: each also reads the token "
                                              "before its target (Hydra)")] = False,
+    draft_vocab: Annotated[int, typer.Option(help="the heads draft only the N most frequent "
+                                                  "answer tokens (0: every token)")] = 8192,
     generate: Annotated[bool, typer.Option(help="answer the prompts not cached yet first "
                                                 "(--no-generate: train on what is cached)")
                         ] = True,
@@ -103,7 +105,7 @@ def train(
         _ensure_data(engine, work, max_new_tokens, gen_batch, data_engine, prompts)
     config = TrainConfig(num_heads=num_heads, epochs=epochs, batch_size=batch_size, lr=lr,
                          checkpoint_every=checkpoint_every, max_minutes=max_minutes,
-                         vocab=vocab, sequential=hydra)
+                         vocab=vocab, sequential=hydra, draft_vocab=draft_vocab)
     weight = engine.model.get_output_embeddings().weight.detach()
     embed = engine.model.get_input_embeddings().weight.detach()
     columns = (TextColumn("training heads"), BarColumn(), TextColumn("{task.completed}/"

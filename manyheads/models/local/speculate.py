@@ -223,13 +223,13 @@ class DraftStep:
         lm_head = batch.model.get_output_embeddings()
         hidden = batch.last_hidden[0].to(lm_head.weight.dtype)  # [H]
         if not heads.config.sequential:
-            return [int(heads.project_through(i, heads.head_features(i, hidden), lm_head).argmax())
+            return [int(heads.guesses(i, heads.head_features(i, hidden), lm_head, 1)[0])
                     for i in range(k)]
         embed = batch.model.get_input_embeddings().weight  # [V, H]
         chain, previous = [], root
         for depth in range(k):
             feats = heads.head_features(depth, hidden, embed[previous])  # [H]
-            previous = int(heads.project_through(depth, feats, lm_head).argmax())
+            previous = int(heads.guesses(depth, feats, lm_head, 1)[0])
             chain.append(previous)
         return chain
 

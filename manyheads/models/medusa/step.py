@@ -92,9 +92,10 @@ class MedusaStep:
             return self._sequential_candidates(batch, tree, root, hidden, lm_head)
         need = tree.topk_per_head()  # only run the heads the tree uses
         feats = torch.stack([heads.head_features(i, hidden) for i in range(len(need))])  # [D, H]
-        logits = (heads.project_through(0, feats, lm_head) if heads.lm_heads is None else  # shared
-                  torch.stack([heads.project_through(i, f, lm_head) for i, f in enumerate(feats)]))
-        return candidate_tokens(tree, root, torch.topk(logits, max(need), dim=-1).indices)
+        top = (heads.guesses(0, feats, lm_head, max(need)) if heads.lm_heads is None else  # shared
+               torch.stack([heads.guesses(i, f, lm_head, max(need))
+                            for i, f in enumerate(feats)]))  # [D, k]
+        return candidate_tokens(tree, root, top)
 
     def _sequential_candidates(self, batch: Batch, tree: Tree, root: int,
                                hidden: torch.Tensor, lm_head: torch.nn.Module) -> torch.Tensor:
@@ -109,9 +110,8 @@ class MedusaStep:
             feats = self.heads.head_features(depth, hidden.expand(len(parents), -1),
                                              embed[tokens[parents]])  # [P, H]
             k = 1 + max(tree.ranks[c] for n in parents for c in kids[n])
-            logits = self.heads.project_through(depth, feats, lm_head)  # [P, V]
-            top = torch.topk(logits, k, dim=-1).indices
-            for row, node in enumerate(parents):  # [P, k]
+            top = self.heads.guesses(depth, feats, lm_head, k)  # [P, k]
+            for row, node in enumerate(parents):
                 for child in kids[node]:
                     tokens[child] = top[row, tree.ranks[child]]
         return tokens
@@ -238,5 +238,5 @@ def heads_for(engine: Any, heads_dir: str | Path | None = None) -> MedusaHeads:
             f"{heads.config.vocab_size}, the model has {hidden} / {vocab}",
             hint="train heads for this model with `manyheads medusa train`")
     heads = heads.to(engine.model.get_output_embeddings().weight.dtype)
-    heads.quantize_for_drafts(engine.model.get_output_embeddings().weight)
+    heads.prepare_drafts(engine.model.get_output_embeddings().weight)
     return heads

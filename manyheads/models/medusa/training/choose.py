@@ -39,7 +39,8 @@ def truth_ranks(heads: MedusaHeads, sequences: list[Sequence], lm_head_weight: t
         if heads.config.sequential:
             prev = embed_weight.float()[previous_tokens(seq.tokens, k).clamp_min(0)]
             prev = prev.permute(1, 0, 2)  # [K, L, H]
-        top = heads(seq.hidden.float(), lm_head_weight.float(), prev).topk(depth, -1).indices
+        logits = heads.only_drafted(heads(seq.hidden.float(), lm_head_weight.float(), prev))
+        top = logits.topk(depth, -1).indices  # [K, L, depth]
         hit = top.permute(1, 0, 2) == y[:, :, None]  # [L, K, depth]
         rank = torch.where(hit.any(-1), hit.float().argmax(-1), torch.full_like(y, -1))
         out.append(torch.where(y == -100, torch.full_like(y, -2), rank))  # -2: no target
