@@ -109,9 +109,43 @@ def test_rejection_sampling_matches_base_distribution():
     assert torch.allclose(counts / trials, p, atol=0.015)
 
 
+@pytest.mark.parametrize("path", [[0], [0, 1, 2], [0, 2], [0, 1, 4], [0, 3, 4]])
+def test_keep_path_leaves_the_prefix_then_exactly_the_accepted_nodes(path):
+    from transformers import DynamicCache
+
+    from manyheads.models.medusa.step import keep_path
+
+    prefix, nodes = 3, 5
+    cache = DynamicCache()
+    for layer in range(2):
+        keys = torch.randn(1, 2, prefix + nodes, 4)
+        cache.update(keys, -keys, layer)
+    before = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
+    keep_path(cache, prefix, path)
+    rows = list(range(prefix)) + [prefix + n for n in path]
+    for layer, (keys, values) in zip(cache.layers, before, strict=True):
+        assert torch.equal(layer.keys, keys[:, :, rows])
+        assert torch.equal(layer.values, values[:, :, rows])
+
+
 def test_head_targets_shift():
     t = head_targets([1, 2, 3, 4], 3)
     assert t.tolist() == [[2, 3, 4], [3, 4, -100], [4, -100, -100], [-100, -100, -100]]
+
+
+def test_shipped_prompt_set_is_the_builder_output_with_the_first_1500_unchanged():
+    from manyheads.models.medusa.training import prompt_set
+
+    shipped = [json.loads(line) for line in prompt_set.PROMPTS_FILE.read_text().splitlines()]
+    base = [r for r in shipped if r["id"] < prompt_set.BASE_COUNT]
+    first = prompt_set.build(base)
+    assert shipped[:len(first)] == first  # the eval split and earlier numbers stay comparable
+    assert shipped == prompt_set.extend(first)
+    assert len(shipped) == prompt_set.EXTENDED
+    assert all(r["split"] == "train" for r in shipped[len(first):])
+    assert len({r["prompt"].lower() for r in shipped}) == len(shipped)
+    counts = {c: sum(r["category"] == c for r in shipped) for c in prompt_set.CATEGORIES}
+    assert set(counts.values()) == {prompt_set.EXTENDED // len(prompt_set.CATEGORIES)}
 
 
 def test_checkpoint_round_trip(tmp_path):

@@ -69,6 +69,7 @@ def train(
     work_dir: WorkOpt = None,
     model: ModelOpt = None,
     num_heads: Annotated[int, typer.Option(help="heads K")] = 4,
+    num_layers: Annotated[int, typer.Option(help="residual blocks per head")] = 1,
     epochs: Annotated[float, typer.Option(help="passes over the cached features")] = 2.0,
     batch_size: Annotated[int, typer.Option(help="positions per optimiser step")] = 128,
     lr: Annotated[float, typer.Option(help="peak learning rate")] = 1e-3,
@@ -103,7 +104,8 @@ def train(
     engine = _engine(model, threads)
     if generate:
         _ensure_data(engine, work, max_new_tokens, gen_batch, data_engine, prompts)
-    config = TrainConfig(num_heads=num_heads, epochs=epochs, batch_size=batch_size, lr=lr,
+    config = TrainConfig(num_heads=num_heads, num_layers=num_layers, epochs=epochs,
+                         batch_size=batch_size, lr=lr,
                          checkpoint_every=checkpoint_every, max_minutes=max_minutes,
                          vocab=vocab, sequential=hydra, draft_vocab=draft_vocab)
     weight = engine.model.get_output_embeddings().weight.detach()

@@ -192,12 +192,16 @@ class MedusaStep:
 def keep_path(cache: Any, prefix: int, path: list[int]) -> None:
     """Keep the ``prefix`` positions plus tree nodes ``path`` (node indices after the prefix) of
     every layer of a DynamicCache: the accepted nodes' keys/values move down to follow the prefix
-    (a copy of len(path) positions, not of the whole cache), then the rest is cropped."""
-    src = prefix + torch.tensor(path)
+    (only the nodes not already in their slot: none when the path is nodes 0, 1, 2, ..., which
+    is most steps; the copy cost about 1 ms a step here), then the rest is cropped."""
+    moves = [(slot, node) for slot, node in enumerate(path) if node != slot]
+    if moves:
+        dst = prefix + torch.tensor([slot for slot, _ in moves])
+        src = prefix + torch.tensor([node for _, node in moves])
+        for layer in cache.layers:  # keys/values: [B, heads, S, d]
+            layer.keys[:, :, dst] = layer.keys[:, :, src]
+            layer.values[:, :, dst] = layer.values[:, :, src]
     end = prefix + len(path)
-    for layer in cache.layers:  # keys/values: [B, heads, S, d]
-        layer.keys[:, :, prefix:end] = layer.keys[:, :, src]
-        layer.values[:, :, prefix:end] = layer.values[:, :, src]
     extra = cache.get_seq_length() - end
     if extra > 0:  # crop counts from the end (a positive length is deprecated in transformers)
         cache.crop(-extra)
