@@ -344,8 +344,85 @@ def test_choose_tree_data_answers_only_held_out_prompts(engine, tmp_path):
 
 
 def test_forward_costs_never_fall_as_the_pass_grows(engine):
-    from manyheads.models.medusa.training.choose import forward_costs
+    from manyheads.models.medusa.step import heads_for
+    from manyheads.models.medusa.training.choose import draft_cost, forward_costs
 
     costs = forward_costs(engine.model, [1, 2, 4, 8], prefix=16, repeats=2)
     assert list(costs) == [1, 2, 4, 8]
     assert all(costs[a] <= costs[b] for a, b in zip([1, 2, 4], [2, 4, 8], strict=True))
+    assert draft_cost(heads_for(engine), engine.model, repeats=2) > 0
+
+
+def test_choose_tree_charges_the_heads_drafting_per_tree_depth():
+    """A deeper tree waits for one more round of drafting per level: when that is dear the
+    choice stays shallow, and the table's cost says what was charged."""
+    from manyheads.models.medusa.training.choose import choose_tree
+
+    # 100 positions, 3 heads: head 0 right (rank 0) on 80, head 1 then on 60, head 2 on 50;
+    # head 0's second guess right on 10
+    ranks = torch.full((100, 3), -1)
+    ranks[:80, 0], ranks[:60, 1], ranks[:50, 2] = 0, 0, 0
+    ranks[80:90, 0] = 1
+    costs = {1: 1.0, 2: 1.05, 3: 1.1, 4: 1.15}
+    free = choose_tree(ranks, costs)
+    assert free["tree"] == [[0], [0, 0], [0, 0, 0]]
+    dear = choose_tree(ranks, costs, depth_cost=0.5)  # half a pass per level
+    assert dear["tree"] == [[0]]
+    for row in dear["table"]:
+        depth = max((len(p) for p in row["tree"]), default=0)
+        assert row["cost_s"] == pytest.approx(costs[row["nodes"]] + 0.5 * depth)
+
+
+def test_teacher_rows_point_at_the_state_that_predicts_each_target():
+    """Distillation's soft target for head i at row j is the base's distribution at the state
+    that predicts tokens[j+i+1]: row j+i+1 of the same sequence, never one of the next."""
+    from manyheads.models.medusa.training.data import Sequence, features, teacher_rows
+
+    seqs = [Sequence(id=i, split="train", tokens=t, hidden=torch.zeros(len(t), 4))
+            for i, t in enumerate([[5, 6, 7, 8], [9], [10, 11, 12]])]
+    _, targets, _ = features(seqs, 3)
+    rows = teacher_rows(seqs, 3)
+    predicted = torch.tensor([t for s in seqs for t in s.tokens])  # row r predicts this
+    assert rows.shape == targets.shape
+    assert torch.equal(rows >= 0, targets != -100)
+    assert torch.equal(predicted[rows[rows >= 0]], targets[targets != -100])
+
+
+def test_distilling_from_a_certain_teacher_is_training_on_its_tokens():
+    from manyheads.models.medusa.training.train import distill_loss, head_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)  # [K, B, V]
+    targets = torch.randint(0, 7, (5, 2))
+    targets[3:, 1] = -100
+    certain = 1e4 * torch.nn.functional.one_hot(targets.clamp_min(0), 7).float()  # [B, K, V]
+    got = distill_loss(logits, certain.transpose(0, 1), targets != -100, 0.8)
+    assert got == pytest.approx(float(head_loss(logits, targets, 0.8)), rel=1e-5)
+
+
+def test_distilled_training_runs_from_a_work_folder_and_says_so(tmp_path):
+    """The whole `train` path on a tiny cached folder (random states, 3-token vocabulary
+    shared with a random lm_head): distillation fits, and the checkpoint records it."""
+    from safetensors.torch import save_file
+
+    from manyheads.models.medusa.training.train import TrainConfig, train
+
+    torch.manual_seed(0)
+    weight = torch.randn(12, 8)
+    lines, tensors = [], {}
+    for i in range(6):
+        hidden = torch.randn(9, 8)
+        tokens = (hidden @ weight.T).argmax(-1).tolist()  # the base's own greedy tokens
+        tensors[f"p{i}"] = hidden.half()
+        lines.append(json.dumps({"id": i, "split": "train", "category": "chat",
+                                 "prompt_ids": [1], "tokens": tokens}))
+    save_file(tensors, str(tmp_path / "hidden-00000.safetensors"))
+    (tmp_path / "tokens.jsonl").write_text("\n".join(lines) + "\n")
+    config = TrainConfig(num_heads=2, epochs=40, batch_size=16, lr=1e-2, warmup_steps=2,
+                         distill=True, sequential=True, draft_vocab=0, checkpoint_every=1000)
+    seen = []
+    heads = train(tmp_path, tmp_path / "out", weight, config, embed_weight=torch.randn(12, 8),
+                  progress=lambda step, total, loss: seen.append(loss))
+    assert heads.config.training["distill"] is True
+    assert load_heads(tmp_path / "out").config.training["distill"] is True
+    assert sum(seen[-5:]) < sum(seen[:5])

@@ -86,6 +86,8 @@ def train(
                                              "before its target (Hydra)")] = False,
     draft_vocab: Annotated[int, typer.Option(help="the heads draft only the N most frequent "
                                                   "answer tokens (0: every token)")] = 8192,
+    distill: Annotated[bool, typer.Option(help="targets: the base's distribution at each "
+                                               "position, not only its greedy token")] = False,
     generate: Annotated[bool, typer.Option(help="answer the prompts not cached yet first "
                                                 "(--no-generate: train on what is cached)")
                         ] = True,
@@ -107,7 +109,8 @@ def train(
     config = TrainConfig(num_heads=num_heads, num_layers=num_layers, epochs=epochs,
                          batch_size=batch_size, lr=lr,
                          checkpoint_every=checkpoint_every, max_minutes=max_minutes,
-                         vocab=vocab, sequential=hydra, draft_vocab=draft_vocab)
+                         vocab=vocab, sequential=hydra, draft_vocab=draft_vocab,
+                         distill=distill)
     weight = engine.model.get_output_embeddings().weight.detach()
     embed = engine.model.get_input_embeddings().weight.detach()
     columns = (TextColumn("training heads"), BarColumn(), TextColumn("{task.completed}/"
@@ -167,19 +170,26 @@ def choose_tree_cmd(heads: HeadsOpt = None, work_dir: WorkOpt = None, model: Mod
                     data_engine: DataEngineOpt = "local", threads: ThreadsOpt = None,
                     json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
     """Pick the tree with the best predicted speed-up from head accuracy x forward cost."""
-    from manyheads.models.medusa.heads import load_heads
-    from manyheads.models.medusa.training.choose import choose_tree, forward_costs, truth_ranks
+    from manyheads.models.medusa.step import heads_for
+    from manyheads.models.medusa.training.choose import (
+        choose_tree,
+        draft_cost,
+        forward_costs,
+        truth_ranks,
+    )
     from manyheads.models.medusa.training.data import load_sequences
 
     work = _work_dir(work_dir, model)
     engine = _engine(model, threads)
     _ensure_data(engine, work, 128, 16, data_engine, split="eval")
     weight = engine.model.get_output_embeddings().weight.detach()
-    loaded = load_heads(heads)
+    loaded = heads_for(engine, heads)
     ranks = truth_ranks(loaded, load_sequences(work, "eval"), weight,
                         embed_weight=engine.model.get_input_embeddings().weight.detach())
     costs = forward_costs(engine.model, list(range(1, max_nodes + 1)))
-    result = choose_tree(ranks, costs)
+    per_depth = draft_cost(loaded, engine.model)
+    result = choose_tree(ranks, costs, per_depth)
+    result["draft_cost_s"] = per_depth
     table = Table(title="tree size vs predicted speed-up (this machine)")
     for col in ("nodes", "E[tokens/step]", "pass ms", "speed-up"):
         table.add_column(col, justify="right")
@@ -187,6 +197,7 @@ def choose_tree_cmd(heads: HeadsOpt = None, work_dir: WorkOpt = None, model: Mod
         table.add_row(str(r["nodes"]), f"{r['expected_tokens']:.2f}", f"{1000 * r['cost_s']:.0f}",
                       f"{r['predicted_speedup']:.2f}")
     console.print(table)
+    console.print(f"drafting: {1000 * per_depth:.2f} ms per tree depth (in 'pass ms')")
     console.print(f"best tree: {[tuple(p) for p in result['tree']]}")
     from manyheads.models.medusa.heads import TREE_FILE, default_heads_dir
     saved = Path(heads or default_heads_dir()) / TREE_FILE  # the heads now decode with it

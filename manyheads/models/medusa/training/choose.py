@@ -7,6 +7,11 @@ highest acceptance probability (a node's probability never exceeds its parent's,
 stays valid), and since at most one node per depth can match, the expected tokens per step of a
 tree is ``1 + sum(p(node))``. Dividing by the measured cost of a verification pass with N tokens
 (relative to a one-token pass) gives the predicted speed-up; the best N wins.
+
+The heads' own drafting is charged too, per tree depth (``draft_cost``): Hydra heads draft one
+depth at a time, each waiting for the tokens of the one above, so a deeper tree costs more
+before the pass even starts. Without it, the choice for the 2-block Hydra heads added a sixth
+node that was a fourth sequential depth, for 0.02 predicted tokens per step.
 """
 
 from __future__ import annotations
@@ -102,11 +107,30 @@ def forward_costs(model: Any, sizes: list[int], prefix: int = 256, repeats: int 
     return costs
 
 
-def choose_tree(ranks: torch.Tensor, costs: dict[int, float], head_cost: float = 0.0,
+@torch.inference_mode()
+def draft_cost(heads: MedusaHeads, model: Any, repeats: int = 25) -> float:
+    """Seconds the heads take to draft one tree depth for one parent (head features, then the
+    draft projection and its top-k), the median of ``repeats`` over every head. Call it on
+    heads ``heads_for`` prepared, so the projection is the one decoding uses."""
+    lm_head = model.get_output_embeddings()
+    k, h = heads.config.num_heads, heads.config.hidden_size
+    hidden = torch.randn(1, h, dtype=lm_head.weight.dtype)
+    prev = model.get_input_embeddings().weight[:1] if heads.config.sequential else None
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for i in range(k):
+            heads.guesses(i, heads.head_features(i, hidden, prev), lm_head, 2)
+        times.append((time.perf_counter() - started) / k)
+    return statistics.median(times)
+
+
+def choose_tree(ranks: torch.Tensor, costs: dict[int, float], depth_cost: float = 0.0,
                 ) -> dict[str, Any]:
     """Best tree for the measured costs: {"tree", "expected_tokens", "predicted_speedup", "table"}.
 
-    costs: seconds per pass for N tree tokens (N includes the root; N=1 is plain decoding).
+    costs: seconds per pass for N tree tokens (N includes the root; N=1 is plain decoding);
+    depth_cost: seconds of drafting per tree depth (``draft_cost``).
     The best tree has at least one guess: N=1 stays in the table as the baseline, and a
     predicted speed-up below 1 there says drafting does not pay on this machine.
     """
@@ -115,7 +139,7 @@ def choose_tree(ranks: torch.Tensor, costs: dict[int, float], head_cost: float =
     for n in sorted(costs):
         nodes = grown[:n - 1]
         expected = 1.0 + sum(p for _, p in nodes)
-        extra = head_cost if n > 1 else 0.0
+        extra = depth_cost * max((len(p) for p, _ in nodes), default=0)
         speedup = expected * costs[min(costs)] / (costs[n] + extra)
         table.append({"nodes": n, "expected_tokens": expected, "cost_s": costs[n] + extra,
                       "predicted_speedup": speedup, "tree": [list(p) for p, _ in nodes]})

@@ -197,6 +197,21 @@ def features(sequences: list[Sequence], num_heads: int,
     return hidden[keep], targets[keep], prev[keep]
 
 
+def teacher_rows(sequences: list[Sequence], num_heads: int) -> torch.Tensor:
+    """For each row ``features`` keeps, the row of ``torch.cat([s.hidden for s in sequences])``
+    whose base prediction is head i's target: [N, K] (-1 past the end).
+
+    Head i at row j predicts ``tokens[j+i+1]``, which the base predicts from ``hidden[j+i+1]``:
+    its distribution there is the soft target of distillation."""
+    rows, offset = [], 0
+    for s in sequences:
+        n = len(s.tokens)
+        j = torch.arange(n)[:, None] + torch.arange(1, num_heads + 1)[None, :]  # [n, K]
+        rows.append(torch.where(j < n, j + offset, -1)[:max(0, n - 1)])  # kept: j < n-1
+        offset += s.hidden.shape[0]
+    return torch.cat(rows)
+
+
 def iter_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
     order = torch.randperm(n, generator=generator)
     for start in range(0, n, batch_size):

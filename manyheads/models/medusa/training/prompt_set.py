@@ -360,34 +360,33 @@ def _draw(rng: random.Random, groups: tuple[Group, ...], count: int, seen: set[s
 
 
 def build(base: list[dict], total: int = TOTAL, seed: int = 0) -> list[dict]:
-    """``base`` (the original prompts, unchanged) followed by new ones up to ``total``."""
-    if [r["id"] for r in base] != list(range(len(base))):
-        raise ValueError("base prompts must have ids 0..n-1 in order")
-    rng = random.Random(seed)
-    per_category = total // len(CATEGORIES)
-    seen = {r["prompt"].lower() for r in base}
-    new: list[dict] = []
-    for category in CATEGORIES:
-        have = sum(r["category"] == category for r in base)
-        texts = _draw(rng, GROUPS[category], max(0, per_category - have), seen)
-        held_out = set(rng.sample(range(len(texts)), round(EVAL_SHARE * len(texts))))
-        new += [{"category": category, "split": "eval" if i in held_out else "train",
-                 "prompt": text} for i, text in enumerate(texts)]
-    rng.shuffle(new)  # mix categories within each generation batch
-    return list(base) + [{"id": len(base) + i, **r} for i, r in enumerate(new)]
+    """``base`` (the original prompts, unchanged) followed by new ones up to ``total``, a tenth
+    of each category held out for evaluation."""
+    return _add(base, total, seed, EVAL_SHARE)
 
 
 def extend(rows: list[dict], total: int = EXTENDED, seed: int = 1) -> list[dict]:
-    """``rows`` unchanged, then new ``train`` prompts up to ``total``, balanced by category."""
+    """``rows`` unchanged, then new ``train`` prompts up to ``total``: more training data, the
+    same held-out prompts."""
+    return _add(rows, total, seed, 0.0)
+
+
+def _add(rows: list[dict], total: int, seed: int, eval_share: float) -> list[dict]:
+    """``rows`` then new prompts up to ``total``, balanced by category, shuffled together."""
+    if [r["id"] for r in rows] != list(range(len(rows))):
+        raise ValueError("prompts must have ids 0..n-1 in order")
     rng = random.Random(seed)
     per_category = total // len(CATEGORIES)
     seen = {r["prompt"].lower() for r in rows}
     new: list[dict] = []
     for category in CATEGORIES:
         have = sum(r["category"] == category for r in rows)
-        new += [{"category": category, "split": "train", "prompt": text}
-                for text in _draw(rng, GROUPS[category], max(0, per_category - have), seen)]
-    rng.shuffle(new)
+        texts = _draw(rng, GROUPS[category], max(0, per_category - have), seen)
+        # sampling none draws nothing, so the train-only extension keeps its random stream
+        held_out = set(rng.sample(range(len(texts)), round(eval_share * len(texts))))
+        new += [{"category": category, "split": "eval" if i in held_out else "train",
+                 "prompt": text} for i, text in enumerate(texts)]
+    rng.shuffle(new)  # mix categories within each generation batch
     return list(rows) + [{"id": len(rows) + i, **r} for i, r in enumerate(new)]
 
 

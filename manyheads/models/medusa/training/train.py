@@ -5,6 +5,12 @@ prompts (``data.py``), so one epoch is K small matmuls plus the (frozen) vocabul
 per position. Loss: ``sum_i decay**(i+1) * CE(head_i)``; later heads are harder and matter less
 (they are only used when every earlier guess was right).
 
+``distill`` swaps each hard target for the base model's whole distribution at that position
+(Hydra++'s teacher objective, Ankner et al., 2024): the base's prediction from the cached state
+of the target's own position, free to compute here. Its argmax is the hard target, and the rest
+says which near-misses the base would also accept, more signal per position when data is what
+limits the heads.
+
 ``vocab="data"`` (default) restricts the training softmax to the tokens that occur in the
 self-distilled answers: the targets are the model's own greedy tokens, which use a small part
 of the 49k vocabulary, and the full projection is most of the cost (about 10x on a 2-core CPU).
@@ -30,6 +36,7 @@ from manyheads.models.medusa.training.data import (
     features,
     iter_batches,
     load_sequences,
+    teacher_rows,
 )
 
 STATE_FILE = "train_state.pt"
@@ -50,6 +57,8 @@ class TrainConfig(BaseModel):
     sequential: bool = Field(False, description="Hydra-style heads (see heads.py)")
     draft_vocab: int = Field(8192, ge=0, description="the heads draft only the N most frequent "
                                                      "answer tokens (0 = every token)")
+    distill: bool = Field(False, description="train on the base's distribution at each target "
+                                             "position instead of its greedy token")
 
 
 def head_loss(logits: torch.Tensor, targets: torch.Tensor, decay: float) -> torch.Tensor:
@@ -59,6 +68,20 @@ def head_loss(logits: torch.Tensor, targets: torch.Tensor, decay: float) -> torc
         if (targets[:, i] != -100).any():
             total = total + decay ** (i + 1) * F.cross_entropy(logits[i], targets[:, i],
                                                                ignore_index=-100)
+    return total
+
+
+def distill_loss(logits: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor,
+                 decay: float) -> torch.Tensor:
+    """logits, teacher: [K, B, V] head and base logits; valid: [B, K] -> weighted sum over heads
+    of the cross-entropy from the base's distribution to each head's."""
+    total = logits.new_zeros(())
+    for i in range(logits.shape[0]):
+        rows = valid[:, i]
+        if rows.any():
+            soft = F.softmax(teacher[i][rows], dim=-1)
+            ce = -(soft * F.log_softmax(logits[i][rows], dim=-1)).sum(-1).mean()
+            total = total + decay ** (i + 1) * ce
     return total
 
 
@@ -87,7 +110,12 @@ def train(work_dir: str | Path, out_dir: str | Path, lm_head_weight: torch.Tenso
     work = Path(work_dir)
     if config.sequential and embed_weight is None:
         raise ConfigError("sequential (Hydra) heads need the base model's input embedding")
-    hidden, targets, prev = features(load_sequences(work, "train"), config.num_heads)
+    sequences = load_sequences(work, "train")
+    hidden, targets, prev = features(sequences, config.num_heads)
+    if config.distill:  # every cached state [M, H] and where each target's lies [N, K]
+        states = torch.cat([s.hidden for s in sequences])
+        teacher = teacher_rows(sequences, config.num_heads)
+    del sequences
     n, h = hidden.shape
     v = lm_head_weight.shape[0]
     drafted = draft_vocabulary(targets, config.draft_vocab) if config.draft_vocab else None
@@ -125,7 +153,14 @@ def train(work_dir: str | Path, out_dir: str | Path, lm_head_weight: torch.Tenso
             for group in optim.param_groups:
                 group["lr"] = lr_at(step, total, config.lr, config.warmup_steps)
             inputs = embed_previous(prev[index], embed) if config.sequential else None
-            loss = head_loss(heads(hidden[index], weight, inputs), targets[index], config.decay)
+            logits = heads(hidden[index], weight, inputs)  # [K, B, V]
+            if config.distill:
+                rows = teacher[index]  # [B, K]
+                with torch.no_grad():
+                    base = F.linear(states[rows.clamp_min(0)].float(), weight)  # [B, K, V]
+                loss = distill_loss(logits, base.transpose(0, 1), rows >= 0, config.decay)
+            else:
+                loss = head_loss(logits, targets[index], config.decay)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
@@ -145,7 +180,7 @@ def train(work_dir: str | Path, out_dir: str | Path, lm_head_weight: torch.Tenso
     heads.config = heads.config.model_copy(update={"training": {
         "steps": step, "planned_steps": total, "positions": n, "epochs": config.epochs,
         "vocab": config.vocab, "lr": config.lr, "batch_size": config.batch_size,
-        "sequential": config.sequential,
+        "sequential": config.sequential, "distill": config.distill,
         "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])),
         "data": "self-distilled greedy answers to manyheads/models/medusa/prompts.jsonl"}})
     heads.save(out_dir)
