@@ -2,7 +2,10 @@
 
 Decoders: ``draft`` (grammar jump-forward + n-gram drafts, ``models/local/speculate.py``), Medusa
 and Hydra trees. Workloads: 40 generic prompts; "rooms", free-text requests recorded from real
-room turns (``bench/room_prompts.py``); "structured", the rooms' JSON-schema requests.
+room turns (``bench/room_prompts.py``); "structured", the rooms' JSON-schema requests; all greedy.
+"rooms_sampled" replays the "rooms" requests the way rooms decode free text (``ROOM_SAMPLING``:
+temperature 0.7, top-p 0.9 and the rooms' repetition control, a fixed seed), for the decoders
+that stay exact when sampling (the seeded draw makes a drafted token checkable by exact match).
 
 For every item the decoders run interleaved (vanilla, draft, medusa, hydra, vanilla, ...)
 ``--repeats`` times so background load on a shared machine hits all alike; each item's time is
@@ -34,8 +37,10 @@ from manyheads.models.medusa import default_heads_dir, enable_medusa, load_heads
 from manyheads.models.medusa.step import MedusaStep, chosen_tree, heads_for
 from manyheads.models.medusa.training.data import chat, load_prompts
 from manyheads.models.types import SamplingParams
+from manyheads.orchestration.room import SPEECH_PENALTIES
 
 RESULTS = Path(__file__).parent / "results" / "medusa.json"
+ROOM_SAMPLING = {"temperature": 0.7, "top_p": 0.9, "seed": 7, **SPEECH_PENALTIES}
 ROOM_PROMPTS = Path(__file__).parent / "data" / "room_prompts.jsonl"
 
 
@@ -53,12 +58,14 @@ def bench_prompts(n: int) -> list[tuple[str, str]]:
     return chosen
 
 
-def run_once(engine: LocalEngine, ids: list[int], max_tokens: int,
-             schema: dict | None = None) -> tuple[list[int], float, int]:
-    """Greedy token ids, wall seconds and decode steps of one generation with ``engine.step``."""
+def run_once(engine: LocalEngine, ids: list[int], max_tokens: int, schema: dict | None = None,
+             sampling: dict | None = None) -> tuple[list[int], float, int]:
+    """Token ids (greedy unless ``sampling``), wall seconds and decode steps of one generation
+    with ``engine.step``."""
     grammar = engine.grammars.for_schema(schema) if schema is not None else None
-    row = Row(prompt_len=len(ids), params=SamplingParams(max_tokens=max_tokens), prompt=ids,
-              grammar=grammar)
+    params = SamplingParams(max_tokens=max_tokens, **(sampling or {}))
+    row = Row(prompt_len=len(ids), params=params, prompt=ids, grammar=grammar,
+              seed=params.seed or 0)
     start = time.perf_counter()
     steps = sum(1 for _ in decode_stream(engine.model, [ids], [row], eos_ids=engine.eos_ids,
                                          pad_id=engine.pad_id, step=engine.step))
@@ -154,7 +161,7 @@ def room_requests(kind: str, n: int) -> list[tuple[str, list[int] | str, dict | 
 
 
 def measure(engine: LocalEngine, arms: dict, items: list, repeats: int, max_tokens: int,
-            console: Console, label: str) -> list[dict]:
+            console: Console, label: str, sampling: dict | None = None) -> list[dict]:
     """Every decoder on every item, interleaved ``repeats`` times; medians per item."""
     rows = []
     for index, (category, prompt, schema, wanted) in enumerate(items):
@@ -167,7 +174,8 @@ def measure(engine: LocalEngine, arms: dict, items: list, repeats: int, max_toke
             prefills.append(prefill_once(engine, ids))
             for name, step in arms.items():
                 engine.step = step
-                outs[name], seconds, steps[name] = run_once(engine, ids, limit, schema)
+                outs[name], seconds, steps[name] = run_once(engine, ids, limit, schema,
+                                                            sampling)
                 times[name].append(seconds)
         row = {"category": category, "tokens": len(outs["vanilla"]), "max_tokens": limit,
                "prefill_s": statistics.median(prefills)}
@@ -251,12 +259,17 @@ def main() -> None:
                                        "draft-hydra": draft_hydra},
                               room_requests("structured", args.structured), args.repeats,
                               args.structured_max_tokens, console, "structured"),
+        "rooms_sampled": measure(engine, {"vanilla": vanilla_step, "draft": draft,
+                                          "draft-hydra": draft_hydra},
+                                 room_requests("rooms", args.room_prompts), args.repeats,
+                                 args.max_tokens, console, "rooms_sampled", ROOM_SAMPLING),
     }
     result: dict = {"settings": {"prompts": args.prompts, "room_prompts": args.room_prompts,
                                  "structured": args.structured, "max_tokens": args.max_tokens,
                                  "structured_max_tokens": args.structured_max_tokens,
                                  "repeats": args.repeats, "threads": args.threads,
-                                 "greedy": True, "machine": "2-core CPU"}}
+                                 "greedy": True, "machine": "2-core CPU",
+                                 "rooms_sampled": ROOM_SAMPLING}}
     for name, rows in workloads.items():
         decoders = [d for d in rows[0] if d.endswith("_lossless")] if rows else []
         result[name] = {d.removesuffix("_lossless"): summary(rows, d.removesuffix("_lossless"))

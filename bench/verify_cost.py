@@ -1,12 +1,13 @@
 """What one verification pass costs on this CPU, and what that allows draft-and-verify decoding.
 
 The embedded model (SmolLM2-135M-Instruct) is loaded exactly as ``LocalEngine`` loads it (fp32,
-``attn_implementation="sdpa"``, ``eval()``, oneDNN-prepacked linears for the table; the variants
-start from the plain model to measure each change on its own). After a cached 256-token prefix, ONE
-forward pass feeds k new tokens (the call ``decode.forward`` makes: 2-D mask, position ids,
-``DynamicCache``, ``output_hidden_states=True``); the cache is cropped back to the prefix before
-every pass and the crop is outside the timed region. k values are interleaved inside every repeat
-so background load hits them alike; each number is the median of ``--repeats`` passes after warmup.
+SDPA with grouped K/V heads kept grouped (``gqa_attention``), ``eval()``, oneDNN-prepacked linears
+for the table; the variants start from the plain model to measure each change on its own). After a
+cached 256-token prefix, ONE forward pass feeds k new tokens (the call ``decode.forward`` makes:
+2-D mask, position ids, ``DynamicCache``, ``output_hidden_states=True``); the cache is cropped back
+to the prefix before every pass and the crop is outside the timed region. k values are interleaved
+inside every repeat so background load hits them alike; each number is the median of ``--repeats``
+passes after warmup.
 
 Split: a second, separate set of passes with forward pre-/post-hooks (``time.perf_counter``) on
 every ``self_attn`` module (projections + rope + sdpa + o_proj), every ``mlp`` module and the
@@ -50,8 +51,8 @@ RESULTS = Path(__file__).parent / "results" / "verify_cost.json"
 PLOT = RESULTS.with_suffix(".png")
 KS = [1, 2, 3, 4, 5, 6, 8, 12, 16]
 ACCEPT = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
-VARIANTS = ["eager_sdpa", "eager_attn", "prefill_keep1", "fused_qkv_gateup", "mkl_packed",
-            "mkldnn_packed", "mkldnn_module", "mkldnn_bf16_fp32prec", "compile"]
+VARIANTS = ["eager_sdpa", "eager_attn", "gqa_sdpa", "prefill_keep1", "fused_qkv_gateup",
+            "mkl_packed", "mkldnn_packed", "mkldnn_module", "mkldnn_bf16_fp32prec", "compile"]
 VARIANT_KS = [1, 2, 4, 8]
 TEXT = ("The committee met on Tuesday to review the budget for the coming year. Each department "
         "presented its plan, and the members asked questions about staffing, equipment and "
@@ -61,12 +62,18 @@ console = Console(width=170)
 
 
 # -- model ------------------------------------------------------------------------------------
-def load_model(attn: str = "sdpa"):
-    """The embedded model, loaded the way ``LocalEngine.__init__`` does it."""
+def load_model(attn: str = "engine"):
+    """The embedded model, loaded the way ``LocalEngine.__init__`` does it ("engine": its SDPA
+    attention that keeps grouped K/V heads grouped, ``gqa_attention``); "sdpa" is transformers'
+    own."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from manyheads.models.embedded import resolve_model
 
+    if attn == "engine":
+        from manyheads.models.local import gqa_attention
+
+        attn = gqa_attention.NAME
     path = resolve_model(None)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
@@ -433,7 +440,7 @@ def first_divergence(x: list[int], y: list[int]) -> int | None:
 def apply_variant(name: str, model) -> dict:
     """Turn ``model`` (already used for the eager reference) into the variant; returns notes."""
     notes: dict = {}
-    if name in ("eager_sdpa", "eager_attn", "prefill_keep1"):
+    if name in ("eager_sdpa", "eager_attn", "prefill_keep1", "gqa_sdpa"):
         pass
     elif name == "fused_qkv_gateup":
         fuse_projections(model)
@@ -468,12 +475,12 @@ def run_variant(name: str, threads: int, prefix: int, repeats: int, max_tokens: 
     from manyheads.models.medusa.training.data import chat, load_prompts
 
     torch.set_num_threads(threads)
-    model, tokenizer = load_model("eager" if name == "eager_attn" else "sdpa")
+    model, tokenizer = load_model({"eager_attn": "eager", "gqa_sdpa": "engine"}.get(name, "sdpa"))
     prompts = [encode_prompt(tokenizer, chat(p.prompt), 8192)
                for p in load_prompts(split="eval")[:2]]
     result: dict = {"variant": name, "threads": threads}
     # eager fp32 reference, in this process, before anything is changed
-    if name == "eager_attn":  # the reference is the engine's sdpa model
+    if name in ("eager_attn", "gqa_sdpa"):  # the reference is transformers' sdpa model
         ref_model, _ = load_model("sdpa")
     else:
         ref_model = model

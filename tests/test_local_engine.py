@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from manyheads.models import SamplingParams
@@ -65,3 +66,42 @@ def test_text_tracker_flushes_everything_at_the_end():
     tokens = [ord(c) for c in "abcXY"]
     assert tracker.update(tokens, final=False) == "abc"
     assert tracker.update(tokens, final=True) == "XY"
+
+
+def test_masked_passes_keep_grouped_heads_and_transformers_logits(local_engine, monkeypatch):
+    """The engine's attention hands grouped K/V heads to SDPA as they are (transformers'
+    ``repeat_kv`` copy never runs) on masked passes: a padded batch, then a tree after the
+    cache. Its logits are transformers' own SDPA logits, bit for bit."""
+    from transformers import AutoModelForCausalLM, DynamicCache
+    from transformers.integrations import sdpa_attention
+
+    from manyheads.models.local import gqa_attention
+    from manyheads.models.local.prepack import prepack_linears
+    from manyheads.models.medusa.tree import build_tree, tree_attention_mask, tree_positions
+
+    assert local_engine.model.config._attn_implementation == gqa_attention.NAME
+    reference = AutoModelForCausalLM.from_pretrained(local_engine.path, dtype=torch.float32,
+                                                     attn_implementation="sdpa").eval()
+    prepack_linears(reference)  # as the engine's model: only the attention differs
+    ids, mask = left_pad([[5, 6, 7, 8, 9], [10, 11]], pad_id=0)
+    tree = build_tree([(0,), (1,), (0, 0), (0, 1), (0, 0, 0)])
+    nodes = torch.tensor([[21, 22, 23, 24, 25, 26]])
+
+    def passes(model) -> tuple[torch.Tensor, torch.Tensor]:
+        cache = DynamicCache()
+        with torch.inference_mode():
+            padded = model(input_ids=ids, attention_mask=mask, past_key_values=cache,
+                           use_cache=True).logits
+            for layer in cache.layers:  # the first row alone goes on with a tree
+                layer.keys, layer.values = layer.keys[:1], layer.values[:1]
+            tree_logits = model(
+                input_ids=nodes, attention_mask=tree_attention_mask(mask[:1], tree, torch.float32),
+                position_ids=tree_positions(tree, mask[:1].sum(-1)), past_key_values=cache,
+                use_cache=True).logits
+        return padded, tree_logits
+
+    want = passes(reference)
+    with monkeypatch.context() as patched:
+        patched.setattr(sdpa_attention, "repeat_kv", lambda *a: pytest.fail("K/V copied"))
+        got = passes(local_engine.model)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])

@@ -23,6 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from manyheads.models.embedded import resolve_model
 from manyheads.models.engine import Engine, Request, encode_prompt
+from manyheads.models.local import gqa_attention
 from manyheads.models.local.batching import Job, Scheduler
 from manyheads.models.local.decode import Observer, Row, StepFn, decode_stream, vanilla_step
 from manyheads.models.local.decoders import DecoderName, make_step
@@ -45,6 +46,8 @@ class LocalEngine(Engine):
         self.path = resolve_model(model)
         self.model_name = str(model or self.path.name)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        if attn_implementation == "sdpa":  # the same kernel, without copying grouped K/V heads
+            attn_implementation = gqa_attention.NAME
         self.model = AutoModelForCausalLM.from_pretrained(
             self.path, dtype=getattr(torch, dtype), attn_implementation=attn_implementation)
         self.model.eval()
