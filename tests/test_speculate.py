@@ -17,6 +17,7 @@ from manyheads.models.local.speculate import (
     worth_drafting,
 )
 from manyheads.models.types import SamplingParams
+from manyheads.orchestration.room import SPEECH_PENALTIES
 
 
 def test_ngram_draft_follows_the_latest_longest_match():
@@ -68,8 +69,9 @@ def test_greedy_drafts_are_token_for_token_vanilla(local_engine):
 @pytest.mark.parametrize("sequential", [True, False], ids=["hydra", "medusa"])
 def test_head_drafts_where_nothing_repeats_are_token_for_token_vanilla(local_engine,
                                                                        sequential):
-    """Heads guess where n-grams have nothing (a tree for greedy rows, a chain for sampled
-    ones); greedy and seeded sampling stay vanilla's."""
+    """Heads guess where n-grams have nothing: a tree for greedy rows, a top-1 chain for sampled
+    and penalised rows (the rooms' free text), kept there too. Greedy and seeded sampling stay
+    vanilla's."""
     from manyheads.models.medusa.heads import default_heads_dir
     from manyheads.models.medusa.step import MedusaStep, chosen_tree, heads_for
 
@@ -77,10 +79,13 @@ def test_head_drafts_where_nothing_repeats_are_token_for_token_vanilla(local_eng
     draft = DraftStep(local_engine.encode,
                       medusa=MedusaStep(heads_for(local_engine, where), chosen_tree(where)))
     prompt = "Write two sentences about why the sky is blue."
-    for params in ({}, {"temperature": 0.8, "top_p": 0.95, "seed": 3}):
+    kept = []
+    for params in ({}, {"temperature": 0.8, "top_p": 0.95, "seed": 3},
+                   {"temperature": 0.7, "top_p": 0.9, "seed": 5, **SPEECH_PENALTIES}):
         want = _run(local_engine, vanilla_step, prompt, max_tokens=40, **params)
         assert _run(local_engine, draft, prompt, max_tokens=40, **params) == want
-    assert draft.kept["heads"] > 0 and draft.proposed["heads"] > draft.kept["heads"]
+        kept.append(draft.kept["heads"] - sum(kept))
+    assert all(k > 0 for k in kept) and draft.proposed["heads"] > draft.kept["heads"]
 
 
 def test_rows_under_a_grammar_get_no_head_drafts(local_engine):
