@@ -33,10 +33,12 @@ from manyheads.models.medusa.tree import (
     ancestor_mask,
     build_tree,
     candidate_tokens,
+    from_parents,
     greedy_accept,
     rejection_accept,
     tree_attention_mask,
     tree_positions,
+    worth_verifying,
 )
 from manyheads.models.types import SamplingParams
 
@@ -92,6 +94,21 @@ def test_greedy_accept_takes_longest_verified_path():
     argmax = torch.tensor([11, 99, 20, 0, 0])  # base: after root 11, after node (1,) 20
     assert greedy_accept(tree, tokens, argmax) == [0, 2, 4]
     assert greedy_accept(tree, tokens, torch.tensor([7, 0, 0, 0, 0])) == [0]
+
+
+def test_a_drawn_tree_keeps_the_likely_nodes_that_pay_for_their_pass():
+    """Scores estimate each node's chance to be kept; a cheap pass verifies them all, a dear
+    one only the root, a node budget the best; the kept nodes make a tree that verifies."""
+    scores = [1.0, 0.9, 0.05, 0.8]  # root; two children of the root; a child of node 1
+    parents = [-1, 0, 0, 1]
+    assert worth_verifying(scores, lambda n: 1 + 0.01 * (n - 1), 16, 1.0) == [0, 1, 2, 3]
+    assert worth_verifying(scores, lambda n: 1 + 0.01 * (n - 1), 3, 1.0) == [0, 1, 3]
+    assert worth_verifying(scores, lambda n: 1 + 0.95 * (n - 1), 16, 1.0) == [0]
+    tree = from_parents(parents, scores)
+    assert tree.paths == ((0,), (1,), (0, 0)) and tree.depths == (0, 1, 1, 2)
+    tokens = torch.tensor([5, 10, 11, 20])
+    assert greedy_accept(tree, tokens, torch.tensor([10, 20, 0, 0])) == [0, 1, 3]
+    assert greedy_accept(from_parents([-1], [1.0]), tokens[:1], tokens[:1]) == [0]
 
 
 def test_rejection_sampling_matches_base_distribution():
@@ -243,6 +260,7 @@ def test_greedy_shipped_heads_are_token_for_token_vanilla(engine, sequential):
         engine.step = vanilla_step
     assert got == want
     assert step.mean_accepted > 1.0
+    assert step.drawn == sequential  # Hydra heads draw their tree per step
 
 
 def test_greedy_hydra_is_token_for_token_vanilla(engine, tmp_path):
@@ -253,7 +271,8 @@ def test_greedy_hydra_is_token_for_token_vanilla(engine, tmp_path):
         torch.nn.init.normal_(module.weight, std=0.02)
     hydra.save(tmp_path)
     want = [_tokens(engine, p, 24) for p in PROMPTS[:2]]
-    step = enable_medusa(engine, tmp_path, tree=[(0,), (1,), (0, 0), (0, 1), (1, 0), (0, 0, 0)])
+    step = enable_medusa(engine, tmp_path, tree=[(0,), (1,), (0, 0), (0, 1), (1, 0), (0, 0, 0)],
+                         drawn=False)
     try:
         got = [_tokens(engine, p, 24) for p in PROMPTS[:2]]
     finally:

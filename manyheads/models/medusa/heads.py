@@ -124,13 +124,27 @@ class MedusaHeads(nn.Module):
         module, prepacked where the engine packed it) and may stack several heads' ``feats``:
         one matmul for all. Drafts need only their top tokens; verification computes exact
         logits, so this projection never changes output."""
+        logits, vocab = self._draft_logits(i, feats, lm_head)
+        top = logits.topk(k, dim=-1).indices  # [..., k]
+        return top if vocab is None else vocab[top]
+
+    def scored_guesses(self, i: int, feats: torch.Tensor, lm_head: nn.Module,
+                       k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """As ``guesses``, with each guess's probability [..., k]: a softmax over what the head
+        can draft (its draft vocabulary where it has one)."""
+        logits, vocab = self._draft_logits(i, feats, lm_head)
+        top = torch.softmax(logits.float(), dim=-1).topk(k, dim=-1)
+        return (top.indices if vocab is None else vocab[top.indices]), top.values
+
+    def _draft_logits(self, i: int, feats: torch.Tensor,
+                      lm_head: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Head i's draft logits [..., V'] and the token id of each column (None: V' = V)."""
         if self.lm_heads is not None:
-            return self.lm_heads[i](feats).topk(k, dim=-1).indices
+            return self.lm_heads[i](feats), None
         draft = self.__dict__.get("draft_projection")
         if draft is None:
-            return lm_head(feats).topk(k, dim=-1).indices
-        top = draft(feats).topk(k, dim=-1).indices  # [..., k] rows of the draft vocabulary
-        return self.draft_tokens[top] if self.config.draft_vocab else top
+            return lm_head(feats), None
+        return draft(feats), (self.draft_tokens if self.config.draft_vocab else None)
 
     def only_drafted(self, logits: torch.Tensor) -> torch.Tensor:
         """logits [..., V] with every token outside the draft vocabulary at -inf (evaluation

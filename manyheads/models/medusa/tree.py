@@ -3,12 +3,14 @@
 A tree is a list of *paths*: ``(0,)`` is the top-1 guess of head 0 under the root, ``(0, 1)`` is
 the top-2 guess of head 1 under that, and so on (the tuple format Medusa uses). Node 0 is the
 root: the token the base model itself chose this step. Every other node is one path; nodes are
-ordered by depth then path, so a parent always comes before its children.
+ordered by depth then path (a tree drawn by ``from_parents`` keeps its own order), so a parent
+always comes before its children.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -80,6 +82,42 @@ def chain(depth: int) -> list[Path_]:
     return [(0,) * d for d in range(1, depth + 1)]
 
 
+def from_parents(parents: list[int], scores: list[float]) -> Tree:
+    """The tree of nodes given by their parents [N] (-1 for node 0, the root; a parent before
+    its children); siblings are ranked by ``scores`` [N], highest first."""
+    depths, ranks, paths = [0], [0], [()]
+    siblings: dict[int, list[int]] = {}
+    for node in range(1, len(parents)):
+        siblings.setdefault(parents[node], []).append(node)
+    rank = {}
+    for kids in siblings.values():
+        for r, node in enumerate(sorted(kids, key=lambda n: -scores[n])):
+            rank[node] = r
+    for node in range(1, len(parents)):
+        parent = parents[node]
+        depths.append(depths[parent] + 1)
+        ranks.append(rank[node])
+        paths.append((*paths[parent], rank[node]))
+    return Tree(paths=tuple(paths[1:]), parents=tuple(parents), depths=tuple(depths),
+                ranks=tuple(ranks))
+
+
+def worth_verifying(scores: list[float], cost: Callable[[int], float], most: int,
+                    calibration: float) -> list[int]:
+    """Which drafted nodes to verify: ``scores`` [N] estimate each node's chance of being
+    accepted (node 0, the root, is 1.0; a child never scores above its parent). The best-scored
+    nodes, at most ``most``, as many as maximise expected tokens (1 + ``calibration`` * their
+    scores) per pass cost (``cost(n)`` for n tokens, relative to one). Sorted node indices; the
+    root is always kept and so is every kept node's parent."""
+    best = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)[:most]
+    expected, value, size = 1.0, 1.0, 1
+    for n, node in enumerate(best[1:], start=2):
+        expected += calibration * scores[node]
+        if expected / cost(n) > value:
+            value, size = expected / cost(n), n
+    return sorted(best[:size])
+
+
 def ancestor_mask(tree: Tree) -> torch.Tensor:
     """[N, N] bool: entry (q, k) is True when node k is q itself or an ancestor of q."""
     n = tree.size
@@ -147,7 +185,7 @@ def greedy_accept(tree: Tree, tokens: torch.Tensor, argmax: torch.Tensor) -> lis
     A node is kept when its token is exactly what the base model picks after its parent.
     Returns the accepted nodes from the root.
     """
-    parents = torch.tensor(tree.parents[1:])
+    parents = torch.tensor(tree.parents[1:], dtype=torch.long)
     match = [True] + (tokens[1:] == argmax[parents]).tolist()
     return path_to(tree, deepest(tree, match))
 
@@ -162,7 +200,7 @@ def typical_accept(tree: Tree, tokens: torch.Tensor, probs: torch.Tensor,
     """
     entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1)  # [N]
     threshold = torch.minimum(torch.full_like(entropy, epsilon), alpha * torch.exp(-entropy))
-    parents = torch.tensor(tree.parents[1:])
+    parents = torch.tensor(tree.parents[1:], dtype=torch.long)
     p_tok = probs[parents, tokens[1:]]
     accepted = [True] + (p_tok > threshold[parents]).tolist()
     return path_to(tree, deepest(tree, accepted))
