@@ -34,7 +34,7 @@ from manyheads.models.local.decoders import SPEEDS
 from manyheads.models.local.engine import LocalEngine
 from manyheads.models.local.speculate import DraftStep
 from manyheads.models.medusa import default_heads_dir, enable_medusa, load_heads
-from manyheads.models.medusa.step import MedusaStep, chosen_tree, heads_for
+from manyheads.models.medusa.step import MedusaStep, heads_for
 from manyheads.models.medusa.training.data import chat, load_prompts
 from manyheads.models.types import SamplingParams
 from manyheads.orchestration.room import SPEECH_PENALTIES
@@ -243,8 +243,7 @@ def main() -> None:
         return
     engine = LocalEngine(decoder="vanilla")
     draft = DraftStep(engine.encode)
-    draft_hydra = DraftStep(engine.encode, medusa=MedusaStep(heads_for(engine, args.hydra),
-                                                             chosen_tree(args.hydra)))
+    draft_hydra = DraftStep(engine.encode, medusa=MedusaStep(heads_for(engine, args.hydra)))
     arms = {"vanilla": vanilla_step, "draft": draft, "draft-hydra": draft_hydra,
             "medusa": enable_medusa(engine, args.heads), "hydra": enable_medusa(engine, args.hydra)}
     started = time.perf_counter()

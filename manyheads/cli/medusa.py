@@ -169,7 +169,8 @@ def choose_tree_cmd(heads: HeadsOpt = None, work_dir: WorkOpt = None, model: Mod
                     max_nodes: Annotated[int, typer.Option(help="largest tree tried")] = 16,
                     data_engine: DataEngineOpt = "local", threads: ThreadsOpt = None,
                     json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
-    """Pick the tree with the best predicted speed-up from head accuracy x forward cost."""
+    """Pick the tree with the best predicted speed-up from head accuracy x forward cost (the
+    tree Medusa heads verify; Hydra heads draw theirs per step and use it only when asked to)."""
     from manyheads.models.medusa.step import heads_for
     from manyheads.models.medusa.training.choose import (
         choose_tree,

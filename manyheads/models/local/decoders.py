@@ -18,8 +18,8 @@ DECODERS: dict[str, str] = {
     "draft": "grammar jump-forward + n-gram drafts",
     "draft-hydra": "grammar jump-forward + n-gram drafts, a Hydra tree where nothing repeats",
     "vanilla": "one token per pass",
-    "medusa": "Medusa heads, tree verification",
-    "hydra": "Hydra heads, tree verification",
+    "medusa": "Medusa heads, a fixed tree",
+    "hydra": "Hydra heads, a tree drawn per step from their confidence",
 }
 SPEEDS = Path(__file__).with_name("speeds.json")
 
@@ -34,11 +34,11 @@ def make_step(engine: Any, name: str) -> Any:
         return DraftStep(engine.encode)
     if name == "draft-hydra":
         from manyheads.models.medusa.heads import default_heads_dir
-        from manyheads.models.medusa.step import MedusaStep, chosen_tree, heads_for
+        from manyheads.models.medusa.step import MedusaStep, heads_for
 
-        hydra = default_heads_dir(sequential=True)
+        # Hydra heads draw their tree per step (``MedusaStep._drawn_tree``)
         return DraftStep(engine.encode,
-                         medusa=MedusaStep(heads_for(engine, hydra), chosen_tree(hydra)))
+                         medusa=MedusaStep(heads_for(engine, default_heads_dir(sequential=True))))
     if name == "vanilla":
         return vanilla_step
     if name in ("medusa", "hydra"):
