@@ -34,6 +34,7 @@ from manyheads.models.medusa.tree import (
     build_tree,
     candidate_tokens,
     from_parents,
+    graft_chain,
     greedy_accept,
     rejection_accept,
     tree_attention_mask,
@@ -109,6 +110,19 @@ def test_a_drawn_tree_keeps_the_likely_nodes_that_pay_for_their_pass():
     tokens = torch.tensor([5, 10, 11, 20])
     assert greedy_accept(tree, tokens, torch.tensor([10, 20, 0, 0])) == [0, 1, 3]
     assert greedy_accept(from_parents([-1], [1.0]), tokens[:1], tokens[:1]) == [0]
+
+
+def test_a_grafted_chain_shares_the_nodes_the_heads_guessed_and_branches_off_after():
+    """The n-gram chain joins a drawn tree: a token the heads already guessed there is one node
+    with the better score; past that the chain is its own branch, as deep as it goes."""
+    parents, tokens, scores = [-1, 0, 0, 1], [5, 10, 11, 20], [1.0, 0.6, 0.3, 0.2]
+    path = graft_chain(parents, tokens, scores, [(10, 0.9), (21, 0.8), (30, 0.7)])
+    assert path == [1, 4, 5]
+    assert parents == [-1, 0, 0, 1, 1, 4] and tokens == [5, 10, 11, 20, 21, 30]
+    assert scores == [1.0, 0.9, 0.3, 0.2, 0.8, 0.7]
+    keep = worth_verifying(scores, lambda n: 1 + 0.2 * (n - 1), 16, 1.0)
+    assert keep == [0, 1, 4, 5]  # the confident chain pays; the heads' weak guesses do not
+    assert graft_chain(parents, tokens, scores, []) == []
 
 
 def test_rejection_sampling_matches_base_distribution():

@@ -88,6 +88,20 @@ def test_head_drafts_where_nothing_repeats_are_token_for_token_vanilla(local_eng
     assert all(k > 0 for k in kept) and draft.proposed["heads"] > draft.kept["heads"]
 
 
+def test_hydra_trees_take_in_the_ngram_draft_and_stay_vanilla(local_engine):
+    """Where the text repeats, the n-gram draft goes into the Hydra tree instead of replacing
+    it: every step is a tree pass, n-gram drafts are kept in it, output is vanilla's."""
+    from manyheads.models.medusa.heads import default_heads_dir
+    from manyheads.models.medusa.step import MedusaStep, heads_for
+
+    draft = DraftStep(local_engine.encode, medusa=MedusaStep(
+        heads_for(local_engine, default_heads_dir(sequential=True))))
+    want = _run(local_engine, vanilla_step, ECHO, max_tokens=64)
+    assert _run(local_engine, draft, ECHO, max_tokens=64) == want
+    assert draft.steps == draft.medusa.steps > 0
+    assert draft.kept["ngram"] > 0 and draft.kept["heads"] > 0
+
+
 def test_rows_under_a_grammar_get_no_head_drafts(local_engine):
     """Where a schema leaves text free, head guesses cost more pass than they keep (bench:
     draft beat draft-hydra on structured requests), so a grammar row drafts grammar and

@@ -16,7 +16,7 @@ from manyheads.errors import ConfigError
 DecoderName = Literal["draft", "draft-hydra", "vanilla", "medusa", "hydra"]
 DECODERS: dict[str, str] = {
     "draft": "grammar jump-forward + n-gram drafts",
-    "draft-hydra": "grammar jump-forward + n-gram drafts, a Hydra tree where nothing repeats",
+    "draft-hydra": "grammar jump-forward + n-gram drafts, in a Hydra tree for free text",
     "vanilla": "one token per pass",
     "medusa": "Medusa heads, a fixed tree",
     "hydra": "Hydra heads, a tree drawn per step from their confidence",

@@ -16,6 +16,7 @@ batches with observers (they expect one pass per token) fall back to ``vanilla_s
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +38,7 @@ from manyheads.models.medusa.tree import (
     build_tree,
     candidate_tokens,
     from_parents,
+    graft_chain,
     greedy_accept,
     prune,
     rejection_accept,
@@ -93,6 +95,7 @@ class MedusaStep:
         self.steps = 0  # statistics: tree steps taken, tokens they produced, drafts verified
         self.tokens = 0
         self.drafted = 0
+        self.grafted = 0  # of the last step's grafted drafts, how many its tree verified
 
     # -- helpers -------------------------------------------------------------------------------
     def tree_for(self, room: int) -> Tree:
@@ -138,14 +141,16 @@ class MedusaStep:
                     tokens[child] = top[row, tree.ranks[child]]
         return tokens
 
-    def _drawn_tree(self, batch: Batch, root: int, room: int) -> tuple[Tree, torch.Tensor]:
+    def _drawn_tree(self, batch: Batch, root: int, room: int,
+                    drafts: Sequence[tuple[int, float]]) -> tuple[Tree, torch.Tensor]:
         """Hydra: this step's tree and its tokens [N], drawn from the heads' own confidence.
 
         A node's score is the product of the heads' probabilities along its path, an estimate
         of its chance to be accepted. Each depth expands the ``DRAW_WIDTH`` best-scored nodes
-        of the one above (none below ``DRAW_FLOOR``); ``worth_verifying`` keeps as many of the
-        best as pay for the longer pass. A confident step grows a deep tree, an unsure one a
-        small and cheap pass."""
+        of the one above (none below ``DRAW_FLOOR``). ``drafts`` from another source (the
+        n-gram chain, scored by its acceptance rate) are grafted in as one more branch.
+        ``worth_verifying`` keeps as many of the best as pay for the longer pass. A confident
+        step grows a deep tree, an unsure one a small and cheap pass."""
         lm_head = batch.model.get_output_embeddings()
         hidden = batch.last_hidden[0].to(lm_head.weight.dtype)  # [H]
         embed = batch.model.get_input_embeddings().weight  # [V, H]
@@ -166,7 +171,9 @@ class MedusaStep:
                         if scores[n] >= DRAW_FLOOR]
             if not frontier:
                 break
+        grafted = graft_chain(parents, tokens, scores, list(drafts[:room]))
         keep = worth_verifying(scores, pass_cost, DRAW_MAX_NODES, DRAW_CALIBRATION)
+        self.grafted = sum(1 for n in grafted if n in keep)
         index = {old: new for new, old in enumerate(keep)}
         tree = from_parents([index[parents[n]] if n else -1 for n in keep],
                             [scores[n] for n in keep])
@@ -191,14 +198,17 @@ class MedusaStep:
         """Tree verification reads unconstrained, unpenalised logits."""
         return row.grammar is None and not row.params.penalized
 
-    def grow(self, batch: Batch, row: Row, root: int, room: int) -> list[int]:
+    def grow(self, batch: Batch, row: Row, root: int, room: int,
+             drafts: Sequence[tuple[int, float]] = ()) -> list[int]:
         """The heads' tree under ``root`` (cut to ``room`` levels), verified in ONE pass; the
-        accepted tokens, root first. Cache, mask, logits and hidden state move past them."""
+        accepted tokens, root first. Cache, mask, logits and hidden state move past them.
+        A drawn tree takes in ``drafts`` [(token, chance of being kept)] after the root too."""
         if self.drawn:
-            tree, tokens = self._drawn_tree(batch, root, room)
+            tree, tokens = self._drawn_tree(batch, root, room, drafts)
         else:
             tree = self.tree_for(room)
             tokens = self._candidates(batch, tree, root)
+            self.grafted = 0
         self.drafted += tree.size - 1
         outputs = self._verify(batch, tree, tokens)
         logits = outputs.logits[0].float()  # [N, V]

@@ -102,6 +102,29 @@ def from_parents(parents: list[int], scores: list[float]) -> Tree:
                 ranks=tuple(ranks))
 
 
+def graft_chain(parents: list[int], tokens: list[int], scores: list[float],
+                drafts: list[tuple[int, float]]) -> list[int]:
+    """Hang a chain of ``drafts`` [(token, score)] under the root of a drawn tree, in place:
+    where a node already guesses the chain's token at that place the two are one node with the
+    better score, elsewhere the chain branches off. The chain's node indices, root excluded.
+    Each draft's score must not exceed the one before it (``worth_verifying`` needs parents
+    scored at least as high as their children)."""
+    node, path = 0, []
+    for token, score in drafts:
+        child = next((c for c in range(1, len(parents))
+                      if parents[c] == node and tokens[c] == token), None)
+        if child is None:
+            parents.append(node)
+            tokens.append(token)
+            scores.append(score)
+            child = len(parents) - 1
+        else:
+            scores[child] = max(scores[child], score)
+        path.append(child)
+        node = child
+    return path
+
+
 def worth_verifying(scores: list[float], cost: Callable[[int], float], most: int,
                     calibration: float) -> list[int]:
     """Which drafted nodes to verify: ``scores`` [N] estimate each node's chance of being
