@@ -56,6 +56,25 @@ def test_stop_string_cuts_the_output(any_engine):
     assert cut.finish_reason == "stop"
 
 
+def test_completions_carry_the_token_ids_the_model_chose(any_engine):
+    """``token_ids``: what the model chose, EOS left out, free text and JSON alike. Under a
+    schema they are not the tokenizer's split of the text (the embedded model writes `"` `:`
+    where the tokenizer has `":`), which is why training data keeps them."""
+    schema = {"type": "object", "properties": {"colour": {"type": "string", "maxLength": 20}},
+              "required": ["colour"]}
+    free, shaped = any_engine.run([Request(QUESTIONS[0], GREEDY),
+                                   Request(QUESTIONS[1], SamplingParams(max_tokens=32), schema)])
+    if any_engine.name == "openai":  # an OpenAI-style server answers with text only
+        assert free.token_ids is None and shaped.token_ids is None
+        return
+    tokenizer = any_engine.tokenizer
+    for completion in (free, shaped):
+        assert completion.finish_reason == "stop"
+        assert tokenizer.decode(completion.token_ids, skip_special_tokens=True) == completion.text
+        assert not set(completion.token_ids) & {tokenizer.eos_token_id}
+    assert shaped.token_ids != tokenizer(shaped.text, add_special_tokens=False)["input_ids"]
+
+
 def test_seeded_sampling_repeats(any_engine):
     params = SamplingParams(max_tokens=12, temperature=0.9, seed=1234)
     first = any_engine.chat(QUESTIONS[1:2], params)[0].text

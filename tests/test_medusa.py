@@ -303,6 +303,10 @@ def test_generated_hidden_states_are_teacher_forced_and_self_consistent(engine, 
     assert generate(engine, engine, tmp_path, max_new_tokens=12, prompts=prompts) == 0  # cached
     sequences = load_sequences(tmp_path)
     assert [s.id for s in sequences] == [0, 1]
+    answers = engine.chat([chat(p.prompt) for p in prompts], SamplingParams(max_tokens=12))
+    ended = [min(engine.eos_ids)]
+    for seq, answer in zip(sequences, answers, strict=True):  # the model's ids, EOS if it ended
+        assert seq.tokens == answer.token_ids + (ended if answer.finish_reason == "stop" else [])
     weight = engine.model.get_output_embeddings().weight
     hits = total = 0
     for prompt, seq in zip(prompts, sequences, strict=True):

@@ -236,11 +236,14 @@ class VLLMEngine(Engine):
         if out.logprobs is not None:
             logprobs = [_token_logprob(token, position)
                         for token, position in zip(out.token_ids, out.logprobs, strict=False)]
+        ids = list(out.token_ids)
+        if out.finish_reason == "stop" and not isinstance(out.stop_reason, str) and ids:
+            ids.pop()  # the end-of-sequence or stop token ends the list; a stop string does not
         return Completion(
             text=out.text, finish_reason="length" if out.finish_reason == "length" else "stop",
             usage=Usage(prompt_tokens=len(output.prompt_token_ids or []),
                         completion_tokens=len(out.token_ids)),
-            elapsed_s=elapsed, logprobs=logprobs)
+            elapsed_s=elapsed, logprobs=logprobs, token_ids=ids)
 
     async def _stream(self, request: Request) -> AsyncIterator[str]:
         from vllm.sampling_params import RequestOutputKind

@@ -157,7 +157,7 @@ class LocalEngine(Engine):
         return Completion(text=tracker.text, finish_reason=row.finish_reason or "stop",
                           usage=Usage(prompt_tokens=row.prompt_len,
                                       completion_tokens=len(row.tokens)),
-                          elapsed_s=elapsed, logprobs=logprobs)
+                          elapsed_s=elapsed, logprobs=logprobs, token_ids=list(row.tokens))
 
     def _alone(self, requests: list[Request], on_delta=None,
                stop: threading.Event | None = None) -> Future:
