@@ -117,9 +117,10 @@ class ItemLoop:
                 self.store.delete_session(claim.stale_session_id)
             except NotFoundError:
                 pass
-        session = self.store.create_session(self.room.name, title=prompt[:80], config={
-            "dataset": self.dataset, "key": claim.key})
-        with self.store.transaction() as db:
+        with self.store.transaction() as db:  # one commit: a kill between the two would
+            # leave a "running" session that no ledger item points at, so no rerun deletes it
+            session = repo.create_session(db, room=self.room.name, title=prompt[:80],
+                                          config={"dataset": self.dataset, "key": claim.key})
             ledger.attach_session(db, claim.id, self.owner, session.id)
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(claim.id, stop), daemon=True)
