@@ -4,7 +4,8 @@ An upper bound for the drafts we have (the shipped Hydra heads and the n-gram dr
 from how well a step chooses its tree. For each request the model answers greedily; then, at
 every point where a step would start, an oracle looks at the answer: it keeps drafting while the
 true next token is among the heads' top ``W`` guesses at that depth (each head reading the true
-token before its target, as on an accepted path) or is the n-gram draft's token there. A real
+token before its target, as on an accepted path) or is the next token of an n-gram draft that
+matched all the way so far. A real
 tree has to include wrong guesses too, so the oracle's tree is just the accepted path, and its
 pass costs ``PASS_COST`` of that many tokens: the least any tree holding that path could cost.
 Drafting time is left out (it only adds). So ``decode_bound`` is the most any tree built from
@@ -68,17 +69,18 @@ def guesses(engine: LocalEngine, heads, tokens: list[int], hidden: torch.Tensor,
 def kept_tokens(ids: list[int], tokens: list[int], guessed: torch.Tensor | None,
                 ngram: bool) -> list[int]:
     """For each root position j: how many tokens after ``tokens[j]`` the oracle keeps, drafting
-    from the heads' guesses (``guessed``, or none) and the n-gram draft."""
+    from the heads' guesses (``guessed``, or none) and the n-gram draft. An n-gram token counts
+    only while the draft has matched every token before it (it is one chain in the tree); the
+    heads may guess after it, as if they expanded its nodes."""
     depth = 0 if guessed is None else guessed.shape[1]
     kept = []
     for j in range(len(tokens)):
         chain = ngram_draft([*ids, *tokens[:j + 1]], NGRAM_TOKENS)[0] if ngram else []
-        length = 0
+        length, on_chain = 0, True
         while j + 1 + length < len(tokens):
             d = length
-            by_heads = d < depth and bool(guessed[j, d])
-            by_ngram = d < len(chain) and chain[d] == tokens[j + 1 + d]
-            if not (by_heads or by_ngram):
+            on_chain = on_chain and d < len(chain) and chain[d] == tokens[j + 1 + d]
+            if not (on_chain or (d < depth and bool(guessed[j, d]))):
                 break
             length += 1
         kept.append(length)
