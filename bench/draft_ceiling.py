@@ -78,7 +78,7 @@ def kept_tokens(ids: list[int], tokens: list[int], guessed: torch.Tensor | None,
         chain = ngram_draft([*ids, *tokens[:j + 1]], NGRAM_TOKENS)[0] if ngram else []
         length, on_chain = 0, True
         while j + 1 + length < len(tokens):
-            d = length
+            d = length  # the depth of the next token
             on_chain = on_chain and d < len(chain) and chain[d] == tokens[j + 1 + d]
             if not (on_chain or (d < depth and bool(guessed[j, d]))):
                 break
@@ -142,13 +142,12 @@ def main() -> None:
             decode_s += max(seconds - prefill, 0.0)
             tokens_total += len(tokens)
             hidden = answer_hidden(engine.model, [ids], [tokens], pad_id=engine.pad_id)[0]
+            by_width = {w: guesses(engine, heads, tokens, hidden.float(), w)
+                        for w in {*args.widths, CALIBRATION_WIDTH}}
+            for d, (probs, right) in enumerate(by_width[CALIBRATION_WIDTH][1]):
+                calibration[d].append((probs.flatten(), right.flatten()))
             for label, width, ngram in arms:
-                guessed = None
-                if width:
-                    guessed, scored = guesses(engine, heads, tokens, hidden.float(), width)
-                    if width == CALIBRATION_WIDTH and not ngram:
-                        for d, (probs, right) in enumerate(scored):
-                            calibration[d].append((probs.flatten(), right.flatten()))
+                guessed = by_width[width][0] if width else None
                 passes, cost = simulate(kept_tokens(ids, tokens, guessed, ngram))
                 per_arm[label][0] += passes
                 per_arm[label][1] += cost
