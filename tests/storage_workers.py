@@ -45,6 +45,10 @@ def run_graph(url: str, session_id: str, *, resume: bool, steps: int, pause_s: f
     resumes from the previous checkpoint and runs the same step again. The idempotency key
     (unique per session in the database) turns that second append into a lookup of the first,
     so the transcript holds each step's message exactly once, with gapless ``seq``.
+
+    ``durability="sync"``, as the rooms run (``orchestration/contract.py``): LangGraph's default
+    writes a step's checkpoint while the next step already runs, so on a loaded machine a kill
+    could land two steps past the last saved checkpoint, and the resume would run both again.
     """
     from langgraph.graph import END, START, StateGraph  # only this command pays for the import
 
@@ -71,7 +75,7 @@ def run_graph(url: str, session_id: str, *, resume: bool, steps: int, pause_s: f
         builder.add_conditional_edges("speak", lambda s: "speak" if s["step"] < steps else END)
         graph = builder.compile(checkpointer=checkpointer)
         config = {"configurable": {"thread_id": session_id}}
-        graph.invoke(None if resume else {"step": 0}, config)
+        graph.invoke(None if resume else {"step": 0}, config, durability="sync")
     return executed
 
 
