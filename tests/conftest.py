@@ -15,6 +15,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The suite starts vLLM several times (this process, an owner to kill, `vllm serve`), so it trades
+# decode speed for start time: without vLLM's ahead-of-time artifacts, which do not load on its
+# CPU build, a start reuses Inductor's cache. `bench/vllm_start.py`: 78 s instead of 149 s, 10%
+# slower decoding, the same greedy text. Child processes inherit the setting.
+os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
+
 
 def free_port() -> int:
     with socket.socket() as sock:
