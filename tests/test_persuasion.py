@@ -297,9 +297,9 @@ def test_scenario_agent_drafts_or_fails_clearly():
 def test_no_hidden_text_reaches_the_persuader(local_engine):
     recorder = RecordingEngine(local_engine)
     config = PersuasionConfig(max_turns=2, max_tokens=8, tom_max_tokens=16)
-    items = [(str(i), RECORDS[i].scenario) for i in range(12)]
-    done = run_batch(recorder, items, config, concurrency=6)
-    assert len(done) == 12 and max(recorder.batches) == 6
+    items = [(str(i), RECORDS[i].scenario) for i in range(8)]
+    done = run_batch(recorder, items, config, concurrency=4)
+    assert len(done) == 8 and max(recorder.batches) == 4
     checked = 0
     for state in done:
         system = persuader_spec(persuader_view(state, config)).system_prompt
