@@ -33,12 +33,11 @@ from manyheads.models.local.costs import pass_cost
 from manyheads.models.local.decode import vanilla_step
 from manyheads.models.local.engine import LocalEngine
 from manyheads.models.local.speculate import ngram_draft
-from manyheads.models.medusa.step import heads_for
+from manyheads.models.medusa.step import DRAW_WIDTH, heads_for  # DRAW_WIDTH: guesses a tree scores
 from manyheads.models.medusa.training.data import answer_hidden, chat
 
 RESULTS = Path(__file__).parent / "results" / "draft_ceiling.json"
 NGRAM_TOKENS = 8  # ``DraftStep``'s n-gram draft length
-CALIBRATION_WIDTH = 5  # ``DRAW_WIDTH``: the guesses a drawn tree scores
 CALIBRATION_BINS = torch.tensor([0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.01])
 
 
@@ -143,8 +142,8 @@ def main() -> None:
             tokens_total += len(tokens)
             hidden = answer_hidden(engine.model, [ids], [tokens], pad_id=engine.pad_id)[0]
             by_width = {w: guesses(engine, heads, tokens, hidden.float(), w)
-                        for w in {*args.widths, CALIBRATION_WIDTH}}
-            for d, (probs, right) in enumerate(by_width[CALIBRATION_WIDTH][1]):
+                        for w in {*args.widths, DRAW_WIDTH}}
+            for d, (probs, right) in enumerate(by_width[DRAW_WIDTH][1]):
                 calibration[d].append((probs.flatten(), right.flatten()))
             for label, width, ngram in arms:
                 guessed = by_width[width][0] if width else None
